@@ -16,6 +16,9 @@ use crate::common::{
 /// The desired state of a `FluxConfig`. Only `repo` is required; every other
 /// value is filled in from the platform's `PlatformDefaults` and the result is
 /// shown in `status.effective`.
+// Several `printcolumn(type_ = ...)` entries are separate columns, not
+// duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(
     CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema, Validate,
 )]

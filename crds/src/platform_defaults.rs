@@ -22,6 +22,9 @@ pub const MAX_PRIORITY: i32 = 10_000;
 
 /// The platform's rules and defaults for the team namespaces its
 /// `namespaceSelector` matches.
+// Several `printcolumn(type_ = ...)` entries are separate columns, not
+// duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(
     CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema, Validate,
 )]

@@ -2,6 +2,8 @@
 //! samples cannot rot. (`tests/tests/crds.rs` applies the same files to a
 //! real API server.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use fluxgate_crds::{FluxConfig, PlatformDefaults};

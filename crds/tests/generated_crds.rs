@@ -2,6 +2,8 @@
 //! fails when they drift; `FLUXGATE_UPDATE_CRDS=1 cargo test -p fluxgate-crds`
 //! rewrites them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 fn crd_dir() -> PathBuf {
