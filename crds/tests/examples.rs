@@ -100,9 +100,15 @@ fn invalid_examples_declare_their_expected_rejection() {
     assert!(files.len() >= 10, "expected the invalid examples");
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
+        let schema = file.parent().is_some_and(|d| d.ends_with("schema"));
         assert!(
-            text.lines().any(|l| l.starts_with("# expect: ")),
-            "{} has no `# expect:` line",
+            !schema || text.lines().any(|l| l.starts_with("# expect: ")),
+            "{} has no `# expect:` line (the API server's message)",
+            file.display()
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with("# expect-validate: ")),
+            "{} has no `# expect-validate:` line (fluxgate validate's message)",
             file.display()
         );
         let docs = documents(&file);

@@ -5,3 +5,15 @@
 //! `fluxgate` CLI all call into this crate, so every platform rule has exactly
 //! one implementation. (Filled in by the policy issue; the foundation only
 //! fixes the crate's place in the dependency graph.)
+
+pub mod documents;
+pub mod layering;
+pub mod names;
+pub mod resolve;
+pub mod rules;
+pub mod selector;
+pub mod violation;
+
+pub use layering::{CompiledDefaults, Layers, Platform, PlatformSettings, Source, compile};
+pub use resolve::{NamespaceFacts, Resolved, resolve};
+pub use violation::{Rule, Violation, Violations};

@@ -1,0 +1,216 @@
+//! Paths inside a repository (`spec.path`, `defaults.path`): relative to the
+//! repository root, normalised, never escaping it.
+//!
+//! The normal form has no empty or `.` segments and no trailing `/`; the
+//! repository root is `.`. A `..` segment is refused rather than resolved,
+//! so a path can never climb out of the checkout, and what a team wrote is
+//! what is applied.
+
+/// Longest path accepted (bytes), as in the CRD.
+pub const MAX_REPO_PATH_LEN: usize = 1024;
+
+/// Why a repository path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path is longer than [`MAX_REPO_PATH_LEN`].
+    #[error("path is {len} bytes long; at most {MAX_REPO_PATH_LEN} bytes are allowed")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The path starts with `/`.
+    #[error(
+        "path {path:?} is absolute; write it relative to the repository root, like deploy/prod"
+    )]
+    Absolute {
+        /// The path as given.
+        path: String,
+    },
+    /// The path starts with a Windows drive letter (`C:`).
+    #[error(
+        "path {path:?} starts with a drive letter; write it relative to the repository root with '/' separators, like deploy/prod"
+    )]
+    DriveLetter {
+        /// The path as given.
+        path: String,
+    },
+    /// A `..` segment.
+    #[error(
+        "path {path:?} contains a '..' segment; paths must stay inside the repository, so write it without '..'"
+    )]
+    ParentSegment {
+        /// The path as given.
+        path: String,
+    },
+    /// A backslash.
+    #[error("path {path:?} contains a backslash; separate directories with '/'")]
+    Backslash {
+        /// The path as given.
+        path: String,
+    },
+    /// A NUL or other control character.
+    #[error("path {path:?} contains a control character; only printable characters are allowed")]
+    ControlChar {
+        /// The path as given.
+        path: String,
+    },
+}
+
+/// Normalises a path relative to the repository root.
+///
+/// `""`, `.` and `./` give `.`; `./deploy//prod/` gives `deploy/prod`.
+/// Refuses absolute paths, drive letters (`C:`), `..` segments,
+/// backslashes, control characters (including NUL) and paths longer than
+/// [`MAX_REPO_PATH_LEN`] bytes. Other characters, including spaces and
+/// non-ASCII letters, are kept as they are.
+pub fn normalize_repo_path(path: &str) -> Result<String, PathError> {
+    let owned = || path.to_owned();
+    if path.len() > MAX_REPO_PATH_LEN {
+        return Err(PathError::TooLong { len: path.len() });
+    }
+    if path.chars().any(char::is_control) {
+        return Err(PathError::ControlChar { path: owned() });
+    }
+    if path.contains('\\') {
+        return Err(PathError::Backslash { path: owned() });
+    }
+    if path.starts_with('/') {
+        return Err(PathError::Absolute { path: owned() });
+    }
+    let mut chars = path.chars();
+    if let (Some(drive), Some(':')) = (chars.next(), chars.next())
+        && drive.is_ascii_alphabetic()
+    {
+        return Err(PathError::DriveLetter { path: owned() });
+    }
+    let mut segments = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => return Err(PathError::ParentSegment { path: owned() }),
+            _ => segments.push(segment),
+        }
+    }
+    if segments.is_empty() {
+        Ok(".".to_owned())
+    } else {
+        Ok(segments.join("/"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Recognises the expected error in table tests.
+    type Check = fn(&PathError) -> bool;
+
+    #[test]
+    fn normalises_relative_paths() {
+        let cases = [
+            ("", "."),
+            (".", "."),
+            ("./", "."),
+            ("./.", "."),
+            ("deploy", "deploy"),
+            ("./deploy/", "deploy"),
+            ("deploy//prod", "deploy/prod"),
+            ("deploy/./prod/.", "deploy/prod"),
+            ("deploy/prod/", "deploy/prod"),
+            ("...", "..."),
+            ("..deploy/x..", "..deploy/x.."),
+            (".hidden/app", ".hidden/app"),
+            ("with space/ünïcode", "with space/ünïcode"),
+            ("deploy:prod", "deploy:prod"),
+            ("1:/x", "1:/x"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize_repo_path(input).as_deref(), Ok(want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_paths_that_escape_or_confuse() {
+        let cases: &[(&str, Check)] = &[
+            ("/etc", |e| matches!(e, PathError::Absolute { .. })),
+            ("//server/share", |e| {
+                matches!(e, PathError::Absolute { .. })
+            }),
+            ("..", |e| matches!(e, PathError::ParentSegment { .. })),
+            ("../other", |e| matches!(e, PathError::ParentSegment { .. })),
+            ("deploy/../../etc", |e| {
+                matches!(e, PathError::ParentSegment { .. })
+            }),
+            ("deploy/..", |e| {
+                matches!(e, PathError::ParentSegment { .. })
+            }),
+            ("./../x", |e| matches!(e, PathError::ParentSegment { .. })),
+            ("deploy\\prod", |e| matches!(e, PathError::Backslash { .. })),
+            ("..\\x", |e| matches!(e, PathError::Backslash { .. })),
+            ("C:/x", |e| matches!(e, PathError::DriveLetter { .. })),
+            ("c:x", |e| matches!(e, PathError::DriveLetter { .. })),
+            ("Z:", |e| matches!(e, PathError::DriveLetter { .. })),
+            ("deploy\0", |e| matches!(e, PathError::ControlChar { .. })),
+            ("deploy\nprod", |e| {
+                matches!(e, PathError::ControlChar { .. })
+            }),
+            ("deploy\tprod", |e| {
+                matches!(e, PathError::ControlChar { .. })
+            }),
+            ("deploy\u{7f}", |e| {
+                matches!(e, PathError::ControlChar { .. })
+            }),
+            ("deploy\u{85}", |e| {
+                matches!(e, PathError::ControlChar { .. })
+            }),
+        ];
+        for (input, check) in cases {
+            match normalize_repo_path(input) {
+                Ok(p) => panic!("{input:?} should be refused, got {p:?}"),
+                Err(e) => {
+                    assert!(check(&e), "{input:?} gave {e:?}");
+                    let message = e.to_string();
+                    assert!(message.starts_with("path "), "{message}");
+                }
+            }
+        }
+        let long = "a".repeat(MAX_REPO_PATH_LEN + 1);
+        assert_eq!(
+            normalize_repo_path(&long),
+            Err(PathError::TooLong {
+                len: MAX_REPO_PATH_LEN + 1
+            })
+        );
+        assert!(normalize_repo_path(&"a".repeat(MAX_REPO_PATH_LEN)).is_ok());
+    }
+
+    #[test]
+    fn error_messages_never_print_raw_control_characters() {
+        let message = normalize_repo_path("a\u{1b}[31mred").map_err(|e| e.to_string());
+        assert!(message.is_err_and(|m| !m.contains('\u{1b}')));
+    }
+
+    proptest! {
+        #[test]
+        fn never_yields_parent_or_absolute(input in "[a-z./\\\\:\u{0}-\u{1f} ]{0,40}") {
+            if let Ok(path) = normalize_repo_path(&input) {
+                prop_assert!(!path.starts_with('/'), "{:?} -> {:?}", input, path);
+                prop_assert!(!path.split('/').any(|s| s == ".." || s.is_empty()), "{:?} -> {:?}", input, path);
+                prop_assert!(path == "." || !path.split('/').any(|s| s == "."), "{:?} -> {:?}", input, path);
+            }
+        }
+
+        #[test]
+        fn normalisation_is_idempotent(input in "[a-z./]{0,40}") {
+            if let Ok(path) = normalize_repo_path(&input) {
+                prop_assert_eq!(normalize_repo_path(&path), Ok(path.clone()));
+            }
+        }
+
+        #[test]
+        fn never_panics(input in ".{0,200}") {
+            let _ = normalize_repo_path(&input);
+        }
+    }
+}
