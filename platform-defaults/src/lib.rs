@@ -9,6 +9,7 @@
 pub mod documents;
 pub mod layering;
 pub mod names;
+pub mod render;
 pub mod resolve;
 pub mod rules;
 pub mod selector;

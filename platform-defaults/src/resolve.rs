@@ -447,7 +447,7 @@ fn source_name(source: &Source) -> String {
 
 /// Why a namespace is protected, if it is: fluxgate's own namespace, a
 /// built-in pattern, or a PlatformDefaults' `protectedNamespaces`.
-fn protected_by(target: &str, layers: &Layers<'_>) -> Option<String> {
+pub fn protected_by(target: &str, layers: &Layers<'_>) -> Option<String> {
     let settings = layers.settings();
     if target == settings.platform_namespace {
         return Some("the platform's own namespace".to_owned());

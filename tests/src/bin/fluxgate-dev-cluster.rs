@@ -59,7 +59,7 @@ In another shell:
   export PATH={bin_dir}:$PATH
   kubectl get crds
   kubectl explain fluxconfig.spec
-  kubectl apply -f examples/
+  kubectl apply -R -f examples/platform-repo/
 
 There is no scheduler and no kubelet: objects are stored, validated and
 garbage collected, but pods never run.

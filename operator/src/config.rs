@@ -1,0 +1,94 @@
+//! Command-line flags of the operator (each also an environment variable).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fluxgate_platform_defaults::PlatformSettings;
+
+/// Flags of `fluxgate-operator`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "fluxgate-operator",
+    version,
+    about = "Provisions a scoped reconciler per team namespace."
+)]
+pub struct Config {
+    /// Namespace fluxgate runs in: holds the credential Secrets and the
+    /// leader Lease, and is never a team target.
+    #[arg(
+        long,
+        env = "FLUXGATE_PLATFORM_NAMESPACE",
+        default_value = "fluxgate-system"
+    )]
+    pub platform_namespace: String,
+
+    /// Reconciler image when no PlatformDefaults sets one.
+    #[arg(
+        long,
+        env = "FLUXGATE_DEFAULT_RECONCILER_IMAGE",
+        default_value = "ghcr.io/fluxgate-dev/reconciler:v0.1.0"
+    )]
+    pub default_reconciler_image: String,
+
+    /// ClusterRole bound for reconcilers when no PlatformDefaults sets one.
+    #[arg(
+        long,
+        env = "FLUXGATE_DEFAULT_CLUSTER_ROLE",
+        default_value = "fluxgate-team-reconciler"
+    )]
+    pub default_cluster_role: String,
+
+    /// Directory of tera templates overriding the built-in ones.
+    #[arg(long, env = "FLUXGATE_TEMPLATES_DIR")]
+    pub templates_dir: Option<PathBuf>,
+
+    /// Address of the plain-HTTP admin server (`/livez`, `/readyz`, `/metrics`).
+    #[arg(long, env = "FLUXGATE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+
+    /// Run leader election (disable only when exactly one replica runs).
+    #[arg(long, env = "FLUXGATE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "FLUXGATE_LEADER_LEASE",
+        default_value = "fluxgate-operator"
+    )]
+    pub leader_lease: String,
+
+    /// This replica's identity in the election (the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "fluxgate-operator")]
+    pub identity: String,
+
+    /// Lease duration in seconds.
+    #[arg(long, env = "FLUXGATE_LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u64,
+
+    /// Resync interval in seconds: how often every FluxConfig is re-checked
+    /// even without events (writes happen only when something drifted).
+    #[arg(long, env = "FLUXGATE_RESYNC_SECONDS", default_value_t = 600)]
+    pub resync_seconds: u64,
+
+    /// Log format: `json` or `text`.
+    #[arg(long, env = "FLUXGATE_LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+}
+
+impl Config {
+    /// The platform settings shared with the webhook and CLI.
+    pub fn settings(&self) -> PlatformSettings {
+        PlatformSettings {
+            platform_namespace: self.platform_namespace.clone(),
+            default_reconciler_image: self.default_reconciler_image.clone(),
+            default_cluster_role: self.default_cluster_role.clone(),
+        }
+    }
+
+    /// The lease duration.
+    pub fn lease_duration(&self) -> Duration {
+        Duration::from_secs(self.lease_seconds.max(2))
+    }
+}

@@ -1,0 +1,416 @@
+//! The controller: watches, what each watch event re-reconciles, and the
+//! error policy.
+//!
+//! - FluxConfig changes reconcile that FluxConfig (and so its namespace).
+//! - Provisioned objects in the team namespace carry owner references to
+//!   every FluxConfig there; a change or deletion re-reconciles them, so
+//!   drift is corrected on the event, not on a timer. RoleBindings in other
+//!   namespaces carry the team-namespace label instead, mapped the same way.
+//! - A PlatformDefaults change reconciles the FluxConfigs of the namespaces
+//!   it selects, and those whose effective config came from it (a selector
+//!   that stopped matching must be noticed too) — not every namespace.
+//! - A namespace change (labels, or a new namespace matching a team's
+//!   target patterns) reconciles the FluxConfigs it concerns.
+//! - A change of a credentials Secret in the platform namespace reconciles
+//!   the FluxConfigs using it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use fluxgate_crds::{FluxConfig, PlatformDefaults};
+use fluxgate_platform_defaults::rules::NamePattern;
+use fluxgate_platform_defaults::selector::Selector;
+use futures::{StreamExt, future};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use crate::context::{Context, ManagedStores};
+use crate::error::{Class, Error, WAITING_RETRY, backoff, chain};
+use crate::reconcile::{self, MANAGED_BY, MANAGED_BY_LABEL, TEAM_NAMESPACE_LABEL};
+
+/// Finalizer on FluxConfigs: removes what garbage collection cannot, the
+/// RoleBindings in namespaces other than the FluxConfig's own.
+pub const FINALIZER: &str = "fluxgate.dev/cleanup";
+
+/// FluxConfigs in `namespace`.
+fn configs_in(store: &Store<FluxConfig>, namespace: &str) -> Vec<ObjectRef<FluxConfig>> {
+    store
+        .state()
+        .iter()
+        .filter(|fc| fc.namespace().as_deref() == Some(namespace))
+        .map(|fc| ObjectRef::from_obj(fc.as_ref()))
+        .collect()
+}
+
+/// Whether a FluxConfig's last effective config came from `defaults`.
+fn sourced_from(fc: &FluxConfig, defaults: &str) -> bool {
+    let needle = format!("PlatformDefaults/{defaults}");
+    fc.status
+        .as_ref()
+        .and_then(|s| s.effective.as_ref())
+        .and_then(|e| serde_json::to_string(e).ok())
+        .is_some_and(|text| text.contains(&needle))
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: kube::Client,
+    ctx_parts: ContextParts,
+    resync: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
+    let managed_cfg = watcher::Config::default().labels(&selector);
+
+    let (fc_store, fc_writer) = reflector::store::<FluxConfig>();
+    let fc_stream = reflector(
+        fc_writer,
+        watcher(
+            Api::<FluxConfig>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let (pd_store, pd_writer) = reflector::store::<PlatformDefaults>();
+    let pd_stream = reflector(
+        pd_writer,
+        watcher(
+            Api::<PlatformDefaults>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let (ns_store, ns_writer) = reflector::store();
+    let ns_stream = reflector(
+        ns_writer,
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let platform_ns = ctx_parts.settings.platform_namespace.clone();
+    let (secret_store, secret_writer) = reflector::store::<Secret>();
+    let secret_stream = reflector(
+        secret_writer,
+        watcher(
+            Api::<Secret>::namespaced(client.clone(), &platform_ns),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    macro_rules! managed {
+        ($ty:ty) => {{
+            let (store, writer) = reflector::store::<$ty>();
+            let stream = reflector(
+                writer,
+                watcher(Api::<$ty>::all(client.clone()), managed_cfg.clone()),
+            )
+            .default_backoff()
+            .touched_objects();
+            (store, stream)
+        }};
+    }
+    let (sa_store, sa_stream) = managed!(ServiceAccount);
+    let (msecret_store, msecret_stream) = managed!(Secret);
+    let (role_store, role_stream) = managed!(Role);
+    let (rb_store, rb_stream) = managed!(RoleBinding);
+    let (deploy_store, deploy_stream) = managed!(Deployment);
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings: ctx_parts.settings,
+        renderer: ctx_parts.renderer,
+        metrics: ctx_parts.metrics,
+        recorder: ctx_parts.recorder,
+        flux_configs: fc_store.clone(),
+        defaults: pd_store.clone(),
+        namespaces: ns_store.clone(),
+        platform_secrets: secret_store.clone(),
+        managed: ManagedStores {
+            service_accounts: sa_store.clone(),
+            secrets: msecret_store.clone(),
+            roles: role_store.clone(),
+            role_bindings: rb_store.clone(),
+            deployments: deploy_store.clone(),
+        },
+        synced: ctx_parts.synced,
+    });
+
+    // Readiness: every cache has listed once.
+    {
+        let synced = ctx.synced.clone();
+        let stores = (
+            fc_store.clone(),
+            pd_store.clone(),
+            ns_store.clone(),
+            secret_store.clone(),
+            sa_store.clone(),
+            msecret_store.clone(),
+            role_store.clone(),
+            rb_store.clone(),
+            deploy_store.clone(),
+        );
+        tokio::spawn(async move {
+            let (a, b, c, d, e, f, g, h, i) = stores;
+            let all = future::join5(
+                a.wait_until_ready(),
+                b.wait_until_ready(),
+                c.wait_until_ready(),
+                d.wait_until_ready(),
+                future::join5(
+                    e.wait_until_ready(),
+                    f.wait_until_ready(),
+                    g.wait_until_ready(),
+                    h.wait_until_ready(),
+                    i.wait_until_ready(),
+                ),
+            );
+            let _ = all.await;
+            synced.store(true, Ordering::Relaxed);
+            info!("watch caches synced");
+        });
+    }
+
+    // Mappers from secondary objects to the FluxConfigs to reconcile.
+    let by_team_label = {
+        let fcs = fc_store.clone();
+        move |labels: &BTreeMap<String, String>| -> Vec<ObjectRef<FluxConfig>> {
+            labels
+                .get(TEAM_NAMESPACE_LABEL)
+                .map(|ns| configs_in(&fcs, ns))
+                .unwrap_or_default()
+        }
+    };
+    let rb_mapper = {
+        let by_team_label = by_team_label.clone();
+        move |rb: RoleBinding| by_team_label(rb.labels())
+    };
+    let pd_mapper = {
+        let fcs = fc_store.clone();
+        let namespaces = ns_store.clone();
+        move |pd: PlatformDefaults| {
+            let selector = Selector::compile(pd.spec.namespace_selector.as_ref()).ok();
+            let name = pd.name_any();
+            fcs.state()
+                .iter()
+                .filter(|fc| {
+                    let ns = fc.namespace().unwrap_or_default();
+                    let labels = namespaces
+                        .get(&ObjectRef::new(&ns))
+                        .and_then(|n| n.metadata.labels.clone())
+                        .unwrap_or_default();
+                    selector.as_ref().is_some_and(|s| s.matches(&labels)) || sourced_from(fc, &name)
+                })
+                .map(|fc| ObjectRef::from_obj(fc.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let ns_mapper = {
+        let fcs = fc_store.clone();
+        move |ns: kube::core::PartialObjectMeta<Namespace>| {
+            let name = ns.name_any();
+            fcs.state()
+                .iter()
+                .filter(|fc| {
+                    fc.namespace().as_deref() == Some(name.as_str())
+                        || fc
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.effective.as_ref())
+                            .is_some_and(|e| {
+                                e.allowed_namespaces.value.iter().any(|p| {
+                                    NamePattern::namespace(p).is_ok_and(|p| p.matches(&name, ""))
+                                })
+                            })
+                })
+                .map(|fc| ObjectRef::from_obj(fc.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let secret_mapper = {
+        let fcs = fc_store.clone();
+        move |secret: Secret| {
+            let name = secret.name_any();
+            fcs.state()
+                .iter()
+                .filter(|fc| {
+                    fc.status
+                        .as_ref()
+                        .and_then(|s| s.effective.as_ref())
+                        .and_then(|e| e.credentials_secret.as_ref())
+                        .is_some_and(|c| c.value == name)
+                })
+                .map(|fc| ObjectRef::from_obj(fc.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let api = Api::<FluxConfig>::all(client.clone());
+    let failures: Arc<std::sync::Mutex<BTreeMap<String, u32>>> = Arc::default();
+    let failures_policy = failures.clone();
+    Controller::for_stream(fc_stream, fc_store.clone())
+        .owns_stream(sa_stream)
+        .owns_stream(msecret_stream)
+        .owns_stream(role_stream)
+        .owns_stream(deploy_stream)
+        .watches_stream(rb_stream, rb_mapper)
+        .watches_stream(pd_stream, pd_mapper)
+        .watches_stream(ns_stream, ns_mapper)
+        .watches_stream(secret_stream, secret_mapper)
+        .graceful_shutdown_on(shutdown)
+        .run(
+            move |fc, ctx| {
+                let api = api.clone();
+                let failures = failures.clone();
+                async move { reconcile(fc, ctx, api, resync, failures).await }
+            },
+            move |fc, err, _ctx| error_policy(&fc, err, &failures_policy),
+            ctx,
+        )
+        .for_each(|_| future::ready(()))
+        .await;
+}
+
+/// What `run` needs besides the client.
+pub struct ContextParts {
+    /// Platform settings.
+    pub settings: fluxgate_platform_defaults::PlatformSettings,
+    /// Template renderer.
+    pub renderer: fluxgate_platform_defaults::render::Renderer,
+    /// Metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Event recorder.
+    pub recorder: kube::runtime::events::Recorder,
+    /// Set once the caches synced.
+    pub synced: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for ContextParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextParts").finish_non_exhaustive()
+    }
+}
+
+async fn reconcile(
+    fc: Arc<FluxConfig>,
+    ctx: Arc<Context>,
+    api: Api<FluxConfig>,
+    resync: Duration,
+    failures: Arc<std::sync::Mutex<BTreeMap<String, u32>>>,
+) -> Result<Action, Error> {
+    if !ctx.is_synced() {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    let started = Instant::now();
+    let namespace = fc.namespace().unwrap_or_default();
+    let api = Api::<FluxConfig>::namespaced(api.into_client(), &namespace);
+    let had_finalizer = fc.finalizers().iter().any(|f| f == FINALIZER);
+    let rejected = std::sync::atomic::AtomicBool::new(false);
+    let result = finalizer(&api, FINALIZER, fc.clone(), |event| async {
+        match event {
+            FinalizerEvent::Apply(fc) => {
+                let label = reconcile::reconcile_one(&fc, &ctx).await?;
+                rejected.store(label == "rejected", Ordering::Relaxed);
+                Ok(Action::requeue(resync))
+            }
+            FinalizerEvent::Cleanup(fc) => {
+                reconcile::cleanup(&fc, &ctx).await?;
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if !had_finalizer && fc.metadata.deletion_timestamp.is_none() {
+        ctx.metrics.wrote("finalizer");
+    }
+    let teams: std::collections::BTreeSet<String> = ctx
+        .flux_configs
+        .state()
+        .iter()
+        .filter_map(|f| f.namespace())
+        .collect();
+    ctx.metrics
+        .teams
+        .set(i64::try_from(teams.len()).unwrap_or(i64::MAX));
+    match &result {
+        Ok(_) => {
+            let label = if rejected.load(Ordering::Relaxed) {
+                "rejected"
+            } else {
+                "ok"
+            };
+            ctx.metrics.reconciled(label, started.elapsed());
+            if let Ok(mut f) = failures.lock() {
+                f.remove(&key(&fc));
+            }
+        }
+        Err(e) => ctx.metrics.reconciled(e.class_label(), started.elapsed()),
+    }
+    result
+}
+
+fn key(fc: &FluxConfig) -> String {
+    format!("{}/{}", fc.namespace().unwrap_or_default(), fc.name_any())
+}
+
+fn error_policy(
+    fc: &FluxConfig,
+    err: &Error,
+    failures: &std::sync::Mutex<BTreeMap<String, u32>>,
+) -> Action {
+    let message = chain(err);
+    match err.class() {
+        Class::Terminal => {
+            warn!(fluxconfig = %key(fc), error = %message, "reconcile failed; waiting for a change");
+            Action::await_change()
+        }
+        Class::Waiting => {
+            warn!(fluxconfig = %key(fc), error = %message, "waiting for a dependency");
+            Action::requeue(WAITING_RETRY)
+        }
+        Class::Transient => {
+            let attempt = failures
+                .lock()
+                .map(|mut f| {
+                    let n = f.entry(key(fc)).or_default();
+                    *n = n.saturating_add(1);
+                    *n
+                })
+                .unwrap_or(1);
+            let seed = fc
+                .uid()
+                .map(|u| u.bytes().map(u64::from).sum())
+                .unwrap_or(0)
+                + u64::from(attempt);
+            let delay = backoff(attempt.saturating_sub(1), seed);
+            warn!(fluxconfig = %key(fc), error = %message, retry_in = ?delay, "reconcile failed; retrying");
+            Action::requeue(delay)
+        }
+    }
+}
+
+/// The object reference of a FluxConfig, for events.
+pub fn object_ref(fc: &FluxConfig) -> k8s_openapi::api::core::v1::ObjectReference {
+    fc.object_ref(&())
+}

@@ -1,0 +1,187 @@
+//! Errors of the operator, classified by what fixes them.
+//!
+//! - **terminal**: the user must change something (a FluxConfig violating
+//!   the rules, a template the platform team broke). The object is marked
+//!   `Stalled` and is not retried until it or its inputs change.
+//! - **waiting**: a dependency is not there yet (the credentials Secret in
+//!   the platform namespace). Retried after a fixed, calm interval.
+//! - **transient**: the API server or network failed. Retried with
+//!   exponential backoff and jitter.
+
+use std::time::Duration;
+
+/// How an error is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A human must change something; do not retry on a timer.
+    Terminal,
+    /// A dependency is missing; retry after a fixed interval.
+    Waiting,
+    /// Retry with backoff.
+    Transient,
+}
+
+/// Everything a reconcile can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("{action} failed")]
+    Kube {
+        /// What was being done, e.g. `apply Deployment team-a/fluxgate-reconciler`.
+        action: String,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Rendering the namespace's objects failed (a broken template).
+    #[error("rendering the reconciler objects for namespace {namespace} failed")]
+    Render {
+        /// The team namespace.
+        namespace: String,
+        /// The renderer's error.
+        #[source]
+        source: fluxgate_platform_defaults::render::RenderError,
+    },
+    /// A credentials Secret named by the platform's defaults does not exist.
+    #[error("credentials Secret {namespace}/{name} does not exist")]
+    MissingCredentials {
+        /// The platform namespace.
+        namespace: String,
+        /// The Secret's name.
+        name: String,
+    },
+    /// The object has no namespace or name (cannot happen for a FluxConfig
+    /// read from the API server; reported rather than unwrapped).
+    #[error("FluxConfig without {0}")]
+    MissingMetadata(&'static str),
+    /// Serialising an object failed.
+    #[error("cannot serialise {what}")]
+    Serialize {
+        /// What was being serialised.
+        what: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The finalizer helper failed.
+    #[error("finalizer")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn class(&self) -> Class {
+        match self {
+            Error::Render { .. } | Error::MissingMetadata(_) | Error::Serialize { .. } => {
+                Class::Terminal
+            }
+            Error::MissingCredentials { .. } => Class::Waiting,
+            Error::Kube { source, .. } => match source {
+                // 4xx other than conflicts and throttling will not fix
+                // themselves: an invalid object or a forbidden write.
+                kube::Error::Api(status)
+                    if (400..500).contains(&status.code) && ![409, 429].contains(&status.code) =>
+                {
+                    Class::Terminal
+                }
+                _ => Class::Transient,
+            },
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.class(),
+                _ => Class::Transient,
+            },
+        }
+    }
+
+    /// Short label for metrics, e.g. `transient`.
+    pub fn class_label(&self) -> &'static str {
+        match self.class() {
+            Class::Terminal => "terminal",
+            Class::Waiting => "waiting",
+            Class::Transient => "transient",
+        }
+    }
+
+    /// Wraps a client error with what was being done.
+    pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
+        Error::Kube {
+            action: action.into(),
+            source,
+        }
+    }
+}
+
+/// The message of an error with its causes, `a: b: c`, for conditions and
+/// events (which have no place for a source chain).
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Retry delay for the n-th consecutive transient failure: exponential
+/// from 1 s, capped at 5 min, with ±20% jitter so many objects failing
+/// together do not retry in lockstep.
+pub fn backoff(attempt: u32, jitter_seed: u64) -> Duration {
+    let base = 1u64 << attempt.min(9);
+    let capped = base.min(300);
+    // Jitter in [-20%, +20%] from a cheap hash of the seed; no RNG needed.
+    let spread = (jitter_seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 33) % 41;
+    let millis = capped * 1000 * (80 + spread) / 100;
+    Duration::from_millis(millis)
+}
+
+/// Retry interval for waiting errors.
+pub const WAITING_RETRY: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        assert!(backoff(0, 1) <= Duration::from_millis(1200));
+        assert!(backoff(0, 1) >= Duration::from_millis(800));
+        assert!(backoff(4, 7) >= Duration::from_millis(12_800));
+        for seed in 0..50 {
+            let d = backoff(30, seed);
+            assert!(
+                d >= Duration::from_secs(240) && d <= Duration::from_secs(360),
+                "{d:?}"
+            );
+        }
+        let distinct: std::collections::BTreeSet<_> = (0..20).map(|s| backoff(3, s)).collect();
+        assert!(distinct.len() > 5);
+    }
+
+    #[test]
+    fn client_errors_are_classified() {
+        let api = |code| {
+            Error::kube(
+                "apply",
+                kube::Error::Api(Box::new(kube::core::Status {
+                    code,
+                    ..Default::default()
+                })),
+            )
+        };
+        assert_eq!(api(422).class(), Class::Terminal);
+        assert_eq!(api(403).class(), Class::Terminal);
+        assert_eq!(api(409).class(), Class::Transient);
+        assert_eq!(api(500).class(), Class::Transient);
+        assert_eq!(
+            Error::MissingCredentials {
+                namespace: "p".into(),
+                name: "s".into()
+            }
+            .class(),
+            Class::Waiting
+        );
+    }
+}
