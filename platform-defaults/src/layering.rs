@@ -17,7 +17,7 @@ use crate::rules::gitref::{check_branch_or_tag, check_commit};
 use crate::rules::path::normalize_repo_path;
 use crate::rules::pattern::{NamePattern, RepoPattern};
 use crate::selector::Selector;
-use crate::violation::{Rule, Violation, Violations};
+use crate::violation::{Rule, Violation, Violations, error_chain};
 
 /// Where a value came from, rendered as in `status.effective.*.source`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +134,7 @@ impl CompiledDefaults {
     }
 }
 
-fn compile_list<P, E: std::fmt::Display>(
+fn compile_list<P, E: std::error::Error>(
     field: &str,
     texts: &[String],
     parse: impl Fn(&str) -> Result<P, E>,
@@ -150,7 +150,7 @@ fn compile_list<P, E: std::fmt::Display>(
                     Rule::Pattern,
                     format!("{field}[{i}]"),
                     text,
-                    format!("is not a valid pattern: {err}"),
+                    format!("is not a valid pattern: {}", error_chain(&err)),
                 ));
                 None
             }
@@ -270,7 +270,7 @@ pub fn compile(pd: &PlatformDefaults) -> Result<CompiledDefaults, Violations> {
                 Rule::Pattern,
                 format!("spec.defaults.credentials[{i}].repoPattern"),
                 &rule.repo_pattern,
-                format!("is not a valid pattern: {err}"),
+                format!("is not a valid pattern: {}", error_chain(&err)),
             )),
         }
         if !crate::names::is_dns_subdomain(&rule.secret_ref.name) {

@@ -113,7 +113,7 @@ impl Violation {
     ) -> Self {
         Self {
             sentence: true,
-            ..Self::new(rule, field, value, error.to_string())
+            ..Self::new(rule, field, value, error_chain(error))
         }
     }
 
@@ -132,6 +132,19 @@ impl Violation {
         self.sources = sources.into_iter().map(Into::into).collect();
         self
     }
+}
+
+/// An error with its causes, `a: b: c`: rule errors keep their reason in
+/// `#[source]`, and a violation message must carry all of it.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Quotes a value for a message, cutting it when long and escaping control

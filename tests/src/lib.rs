@@ -3,8 +3,11 @@
 //! [`testenv`] starts a real Kubernetes control plane (etcd, kube-apiserver,
 //! kube-controller-manager) on loopback, shares one per test binary, and gives
 //! each test a throwaway namespace. The tests that drive fluxgate against it
-//! live under `tests/`.
+//! live under `tests/`. [`runner`] stands in for the kubelet: it runs the
+//! reconciler Deployments the operator creates as local processes.
 
+pub mod gitserver;
+pub mod runner;
 pub mod testenv;
 
 pub use testenv::{

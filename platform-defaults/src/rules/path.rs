@@ -77,18 +77,22 @@ pub fn normalize_repo_path(path: &str) -> Result<String, PathError> {
     if path.starts_with('/') {
         return Err(PathError::Absolute { path: owned() });
     }
-    let mut chars = path.chars();
-    if let (Some(drive), Some(':')) = (chars.next(), chars.next())
-        && drive.is_ascii_alphabetic()
-    {
-        return Err(PathError::DriveLetter { path: owned() });
-    }
     let mut segments = Vec::new();
     for segment in path.split('/') {
         match segment {
             "" | "." => {}
             ".." => return Err(PathError::ParentSegment { path: owned() }),
             _ => segments.push(segment),
+        }
+    }
+    // Checked on the first segment that is kept, not on the raw text, so
+    // `./C:` cannot normalise into a drive letter (found by fuzzing).
+    if let Some(first) = segments.first() {
+        let mut chars = first.chars();
+        if let (Some(drive), Some(':')) = (chars.next(), chars.next())
+            && drive.is_ascii_alphabetic()
+        {
+            return Err(PathError::DriveLetter { path: owned() });
         }
     }
     if segments.is_empty() {
@@ -151,6 +155,8 @@ mod tests {
             ("C:/x", |e| matches!(e, PathError::DriveLetter { .. })),
             ("c:x", |e| matches!(e, PathError::DriveLetter { .. })),
             ("Z:", |e| matches!(e, PathError::DriveLetter { .. })),
+            ("././z:", |e| matches!(e, PathError::DriveLetter { .. })),
+            (".//C:/x", |e| matches!(e, PathError::DriveLetter { .. })),
             ("deploy\0", |e| matches!(e, PathError::ControlChar { .. })),
             ("deploy\nprod", |e| {
                 matches!(e, PathError::ControlChar { .. })
@@ -202,7 +208,7 @@ mod tests {
         }
 
         #[test]
-        fn normalisation_is_idempotent(input in "[a-z./]{0,40}") {
+        fn normalisation_is_idempotent(input in "[a-zA-Z./:]{0,40}") {
             if let Ok(path) = normalize_repo_path(&input) {
                 prop_assert_eq!(normalize_repo_path(&path), Ok(path.clone()));
             }

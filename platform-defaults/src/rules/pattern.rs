@@ -214,19 +214,7 @@ fn tokenize<'a>(pattern: &str, segment: &'a str) -> Result<Vec<RawToken<'a>>, Pa
     Ok(tokens)
 }
 
-/// Whether `value` is a DNS-1123 label (a valid namespace name): 1 to 63
-/// lowercase letters, digits and `-`, starting and ending with a letter or
-/// digit.
-pub fn is_dns_label(value: &str) -> bool {
-    let bytes = value.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes.first() != Some(&b'-')
-        && bytes.last() != Some(&b'-')
-}
+pub use crate::names::is_dns_label;
 
 /// Glob-matches one segment: `*` matches any run of bytes (the caller has
 /// split on `/`), `{namespace}` matches the namespace literally.

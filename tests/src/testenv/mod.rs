@@ -13,7 +13,7 @@
 mod crds;
 mod namespace;
 mod pki;
-mod process;
+pub(crate) mod process;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt as _;
@@ -109,13 +109,13 @@ pub enum Error {
     Kubeconfig(#[source] serde_saphyr::ser::Error),
     #[error("failed to start {component}")]
     Spawn {
-        component: &'static str,
+        component: String,
         #[source]
         source: std::io::Error,
     },
     #[error("{component} exited during startup ({status}); component logs:\n{logs}")]
     Exited {
-        component: &'static str,
+        component: String,
         status: ExitStatus,
         logs: String,
     },
@@ -431,7 +431,7 @@ impl ControlPlane {
     fn wait_for(&mut self, probe: Probe) -> Result<(), Error> {
         enum Outcome {
             Ready,
-            Exited(&'static str, ExitStatus),
+            Exited(String, ExitStatus),
             TimedOut,
         }
         let config = self.config(self.admin_auth_info())?;
@@ -451,7 +451,7 @@ impl ControlPlane {
                     loop {
                         for component in components.iter_mut() {
                             if let Some(status) = component.exited() {
-                                return Ok(Outcome::Exited(component.name, status));
+                                return Ok(Outcome::Exited(component.name.clone(), status));
                             }
                         }
                         let attempt = tokio::time::timeout(

@@ -95,7 +95,7 @@ done
 /// One control-plane component running under its watchdog.
 #[derive(Debug)]
 pub(crate) struct Component {
-    pub(crate) name: &'static str,
+    pub(crate) name: String,
     pub(crate) log_path: PathBuf,
     watchdog: Child,
     /// Closing this asks the watchdog to stop the component.
@@ -108,9 +108,21 @@ impl Component {
     /// to `<dir>/<name>.log`. When the owner dies, the watchdog stops it only
     /// after the components named in `stop_after` have exited.
     pub(crate) fn spawn(
-        name: &'static str,
+        name: &str,
         program: &Path,
         args: &[OsString],
+        dir: &Path,
+        stop_after: &[&str],
+    ) -> Result<Self, Error> {
+        Self::spawn_with_env(name, program, args, &[], dir, stop_after)
+    }
+
+    /// [`Component::spawn`] with extra environment variables.
+    pub(crate) fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[OsString],
+        envs: &[(String, String)],
         dir: &Path,
         stop_after: &[&str],
     ) -> Result<Self, Error> {
@@ -135,6 +147,7 @@ impl Component {
             .arg("--")
             .arg(program)
             .args(args)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(log)
@@ -145,12 +158,12 @@ impl Component {
             .process_group(0)
             .spawn()
             .map_err(|source| Error::Spawn {
-                component: name,
+                component: name.to_owned(),
                 source,
             })?;
         let stop = watchdog.stdin.take();
         Ok(Self {
-            name,
+            name: name.to_owned(),
             log_path,
             watchdog,
             stop,
@@ -180,7 +193,7 @@ impl Component {
         let deadline = Instant::now() + Duration::from_secs(GRACE_SECONDS + 3);
         while self.exited().is_none() {
             if Instant::now() >= deadline {
-                tracing::warn!(component = self.name, "watchdog did not exit; killing it");
+                tracing::warn!(component = %self.name, "watchdog did not exit; killing it");
                 let _ = self.watchdog.kill();
                 self.status = self.watchdog.wait().ok();
                 return;
@@ -225,7 +238,7 @@ impl Janitor {
             .process_group(0)
             .spawn()
             .map_err(|source| Error::Spawn {
-                component: "janitor",
+                component: "janitor".to_owned(),
                 source,
             })?;
         let stdin = child.stdin.take();
