@@ -493,11 +493,12 @@ fn check_interval(
         b.as_ref()
             .and_then(|p| parse_go_duration(&p.value).ok().map(|d| (d, p)))
     }
-    let bounds = format!(
-        "between {} and {}",
-        min.as_ref().map_or("0s", |m| m.value.as_str()),
-        max.as_ref().map_or("any length", |m| m.value.as_str())
-    );
+    let bounds = match (&min, &max) {
+        (Some(min), Some(max)) => format!("between {} and {}", min.value, max.value),
+        (Some(min), None) => format!("at least {}", min.value),
+        (None, Some(max)) => format!("at most {}", max.value),
+        (None, None) => String::new(),
+    };
     if let Some((min_d, min_p)) = parsed(&min)
         && value < min_d
     {

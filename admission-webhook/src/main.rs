@@ -1,0 +1,26 @@
+//! `fluxgate-admission-webhook`: the validating admission webhook for
+//! FluxConfig and PlatformDefaults. Flags and environment variables are
+//! described by `--help`; `RUST_LOG` filters the JSON logs.
+
+use clap::Parser as _;
+use fluxgate_admission_webhook::{Config, error_chain, run};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    // Err only means a provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    match run(Config::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %error_chain(&err), "fluxgate admission webhook failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

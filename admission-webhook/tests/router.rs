@@ -1,0 +1,524 @@
+//! `POST /validate` driven through `router()` with AdmissionReview fixtures
+//! from `tests/data/`, against the fixed snapshot in
+//! `tests/data/snapshot.json`: PlatformDefaults `global` selects the tenant
+//! namespaces `team-a`, `team-b` and `team-full`, allows repositories
+//! `https://git.corp.example/{namespace}/*`, target namespaces `{namespace}`
+//! and `{namespace}-*`, clusters `prod-eu` and `prod-us`, intervals from 1m
+//! to 1h and two FluxConfigs per namespace. `team-a/api` is valid,
+//! `team-b/legacy` already breaks the repository rule, `team-full` is full.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use axum::body::Body;
+use fluxgate_admission_webhook::{
+    AppState, Labels, MAX_NAMED_IN_WARNINGS, Outcome, Snapshot, admin_router, router,
+};
+use fluxgate_crds::{FluxConfig, FluxConfigSpec, PlatformDefaults};
+use fluxgate_platform_defaults::{Platform, PlatformSettings, compile};
+use http::{Request, StatusCode, header};
+use http_body_util::BodyExt as _;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionResponse, AdmissionReview};
+use serde::Deserialize;
+use tower::ServiceExt as _;
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(data(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotFixture {
+    platform_defaults: Vec<PlatformDefaults>,
+    namespaces: BTreeMap<String, Labels>,
+    flux_configs: Vec<FluxConfig>,
+}
+
+fn snapshot_fixture() -> SnapshotFixture {
+    serde_json::from_str(&fixture("snapshot.json")).unwrap()
+}
+
+fn snapshot() -> Snapshot {
+    let f = snapshot_fixture();
+    Snapshot::new(
+        PlatformSettings::default(),
+        f.platform_defaults,
+        f.namespaces,
+        f.flux_configs,
+    )
+}
+
+fn state() -> AppState {
+    AppState::from_snapshot(snapshot())
+}
+
+async fn post_to(
+    state: AppState,
+    request: Request<Body>,
+) -> (StatusCode, AdmissionReview<DynamicObject>) {
+    let response = router(state).oneshot(request).await.unwrap();
+    let status = response.status();
+    assert_eq!(
+        response.headers().get(header::CONTENT_TYPE).unwrap(),
+        "application/json"
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let review = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!(
+            "not an AdmissionReview ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )
+    });
+    (status, review)
+}
+
+fn validate_request(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/validate")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+async fn post(state: AppState, body: impl Into<Body>) -> (StatusCode, AdmissionResponse) {
+    let (status, review) = post_to(state, validate_request(body)).await;
+    (status, review.response.expect("a response"))
+}
+
+/// Posts a fixture, checks the uid is echoed and the HTTP status is 200.
+async fn review_fixture_with(state: AppState, name: &str) -> AdmissionResponse {
+    let body = fixture(name);
+    let uid = serde_json::from_str::<serde_json::Value>(&body).unwrap()["request"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, response) = post(state, body).await;
+    assert_eq!(status, StatusCode::OK, "{name}: {response:?}");
+    assert_eq!(response.uid, uid, "{name}: uid not echoed");
+    response
+}
+
+async fn review_fixture(name: &str) -> AdmissionResponse {
+    review_fixture_with(state(), name).await
+}
+
+fn assert_denied(response: &AdmissionResponse) -> &str {
+    assert!(!response.allowed, "expected a denial: {response:?}");
+    assert_eq!(response.result.code, 403, "{response:?}");
+    &response.result.message
+}
+
+#[tokio::test]
+async fn allows_flux_config_within_the_allow_lists() {
+    let response = review_fixture("fluxconfig-create-allowed.json").await;
+    assert!(response.allowed, "{response:?}");
+    assert_eq!(response.warnings, None);
+}
+
+#[tokio::test]
+async fn denies_repo_outside_allow_list_with_the_core_message() {
+    let response = review_fixture("fluxconfig-create-denied-repo.json").await;
+    assert_eq!(
+        assert_denied(&response),
+        r#"FluxConfig team-a/web: spec.repo "https://github.com/evil/x.git" is not allowed for namespace team-a (PlatformDefaults "global"); allowed: https://git.corp.example/team-a/*"#
+    );
+}
+
+#[tokio::test]
+async fn denies_protected_target_namespace() {
+    let response = review_fixture("fluxconfig-create-denied-kube-system.json").await;
+    let message = assert_denied(&response);
+    assert!(
+        message.starts_with(r#"FluxConfig team-a/web: spec.targetNamespace "kube-system" is a protected namespace (built-in pattern kube-*)"#),
+        "{message}"
+    );
+    assert!(message.ends_with("allowed: team-a, team-a-*"), "{message}");
+}
+
+#[tokio::test]
+async fn denies_another_teams_target_namespace() {
+    let response = review_fixture("fluxconfig-create-denied-other-team.json").await;
+    assert_eq!(
+        assert_denied(&response),
+        r#"FluxConfig team-a/web: spec.targetNamespace "team-b" is not allowed for namespace team-a (PlatformDefaults "global"); allowed: team-a, team-a-*"#
+    );
+}
+
+#[tokio::test]
+async fn denies_interval_below_the_minimum() {
+    let response = review_fixture("fluxconfig-create-interval-too-short.json").await;
+    assert_eq!(
+        assert_denied(&response),
+        r#"FluxConfig team-a/web: spec.interval "10s" is shorter than the platform's minimum (PlatformDefaults "global"); allowed: between 1m and 1h"#
+    );
+}
+
+#[tokio::test]
+async fn denies_unknown_cluster() {
+    let response = review_fixture("fluxconfig-create-denied-cluster.json").await;
+    assert_eq!(
+        assert_denied(&response),
+        r#"FluxConfig team-a/web: spec.cluster "staging" is not one of the platform's clusters (PlatformDefaults "global"); allowed: prod-eu, prod-us"#
+    );
+}
+
+#[tokio::test]
+async fn denies_flux_config_over_the_namespace_limit() {
+    let response = review_fixture("fluxconfig-create-too-many.json").await;
+    assert_eq!(
+        assert_denied(&response),
+        r#"FluxConfig team-full/three: metadata.name "three" would be FluxConfig number 3 in namespace team-full, over the platform's limit (PlatformDefaults "global"); allowed: at most 2 per namespace"#
+    );
+}
+
+#[tokio::test]
+async fn the_object_itself_does_not_count_towards_the_limit() {
+    // team-full holds `one` and `two` (the limit): re-creating or updating
+    // `two` is not a third.
+    let mut body: serde_json::Value =
+        serde_json::from_str(&fixture("fluxconfig-create-too-many.json")).unwrap();
+    body["request"]["name"] = "two".into();
+    body["request"]["object"]["metadata"]["name"] = "two".into();
+    let (_, response) = post(state(), body.to_string()).await;
+    assert!(response.allowed, "{response:?}");
+}
+
+#[tokio::test]
+async fn allows_label_only_update_of_an_already_invalid_flux_config() {
+    let response = review_fixture("fluxconfig-update-labels-of-invalid.json").await;
+    assert!(response.allowed, "{response:?}");
+}
+
+#[tokio::test]
+async fn allows_update_that_keeps_a_pre_existing_violation_with_a_warning() {
+    let response = review_fixture("fluxconfig-update-keeps-existing-violation.json").await;
+    assert!(response.allowed, "{response:?}");
+    let warnings = response.warnings.unwrap();
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0].starts_with(r#"FluxConfig team-b/legacy: spec.repo "https://github.com/evil/x.git" is not allowed for namespace team-b"#),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].ends_with("(present before this update; fix it when you can)"));
+}
+
+#[tokio::test]
+async fn denies_update_that_introduces_a_violation() {
+    let response = review_fixture("fluxconfig-update-introduces-violation.json").await;
+    assert_eq!(
+        assert_denied(&response),
+        r#"FluxConfig team-a/api: spec.interval "10s" is shorter than the platform's minimum (PlatformDefaults "global"); allowed: between 1m and 1h"#
+    );
+}
+
+#[tokio::test]
+async fn update_adding_a_violation_to_an_invalid_object_names_only_the_new_one() {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&fixture("fluxconfig-update-keeps-existing-violation.json")).unwrap();
+    body["request"]["object"]["spec"]["cluster"] = "staging".into();
+    let (_, response) = post(state(), body.to_string()).await;
+    let message = assert_denied(&response);
+    assert!(
+        message.starts_with(r#"FluxConfig team-b/legacy: spec.cluster "staging" is not one of the platform's clusters"#),
+        "{message}"
+    );
+    assert!(!message.contains("spec.repo"), "{message}");
+    assert!(response.warnings.unwrap()[0].contains("spec.repo"));
+}
+
+#[tokio::test]
+async fn allows_status_subresource_updates() {
+    let response = review_fixture("fluxconfig-update-status-subresource.json").await;
+    assert!(response.allowed, "{response:?}");
+}
+
+#[tokio::test]
+async fn denies_platform_defaults_with_an_invalid_pattern() {
+    let response = review_fixture("platformdefaults-create-bad-pattern.json").await;
+    let message = assert_denied(&response);
+    assert!(
+        message.starts_with(r#"PlatformDefaults team-patterns: spec.allowedRepos[0] "https://git.corp.example/{team}/*" is not a valid pattern: "#),
+        "{message}"
+    );
+    // The core's text, verbatim.
+    let body: serde_json::Value =
+        serde_json::from_str(&fixture("platformdefaults-create-bad-pattern.json")).unwrap();
+    let pd: PlatformDefaults = serde_json::from_value(body["request"]["object"].clone()).unwrap();
+    assert_eq!(message, compile(&pd).unwrap_err().to_string());
+}
+
+#[tokio::test]
+async fn allows_platform_defaults_that_invalidates_flux_configs_with_warnings() {
+    let response = review_fixture("platformdefaults-update-invalidates.json").await;
+    assert!(response.allowed, "{response:?}");
+    let warnings = response.warnings.unwrap();
+    assert_eq!(
+        warnings,
+        vec![
+            "PlatformDefaults global: this change makes 3 existing FluxConfigs invalid:".to_owned(),
+            r#"FluxConfig team-a/api: spec.repo "https://git.corp.example/team-a/api.git" is not allowed for namespace team-a (PlatformDefaults "global"); allowed: https://git.corp.example/team-a/apps-*"#.to_owned(),
+            r#"FluxConfig team-full/one: spec.repo "https://git.corp.example/team-full/one.git" is not allowed for namespace team-full (PlatformDefaults "global"); allowed: https://git.corp.example/team-full/apps-*"#.to_owned(),
+            r#"FluxConfig team-full/two: spec.repo "https://git.corp.example/team-full/two.git" is not allowed for namespace team-full (PlatformDefaults "global"); allowed: https://git.corp.example/team-full/apps-*"#.to_owned(),
+        ],
+        "team-b/legacy was invalid before and is not listed"
+    );
+}
+
+#[tokio::test]
+async fn platform_defaults_change_without_impact_has_no_warnings() {
+    let response = review_fixture("platformdefaults-update-harmless.json").await;
+    assert!(response.allowed, "{response:?}");
+    assert_eq!(response.warnings, None);
+}
+
+#[tokio::test]
+async fn warnings_name_at_most_ten_flux_configs_then_count_the_rest() {
+    let f = snapshot_fixture();
+    let namespaces: Vec<(String, Labels)> = (0..13)
+        .map(|i| {
+            (
+                format!("team-{i:02}"),
+                [("fluxgate.dev/tenant".to_owned(), "true".to_owned())].into(),
+            )
+        })
+        .collect();
+    let fcs: Vec<FluxConfig> = namespaces
+        .iter()
+        .map(|(ns, _)| {
+            let mut fc = FluxConfig::new(
+                "app",
+                FluxConfigSpec {
+                    repo: format!("https://git.corp.example/{ns}/app.git"),
+                    ..FluxConfigSpec::default()
+                },
+            );
+            fc.metadata.namespace = Some(ns.clone());
+            fc
+        })
+        .collect();
+    let snapshot = Snapshot::new(
+        PlatformSettings::default(),
+        f.platform_defaults,
+        namespaces,
+        fcs,
+    );
+    let response = review_fixture_with(
+        AppState::from_snapshot(snapshot),
+        "platformdefaults-update-invalidates.json",
+    )
+    .await;
+    assert!(response.allowed);
+    let warnings = response.warnings.unwrap();
+    assert_eq!(
+        warnings.len(),
+        1 + MAX_NAMED_IN_WARNINGS + 1,
+        "{warnings:#?}"
+    );
+    assert!(warnings[0].contains("makes 13 existing FluxConfigs invalid"));
+    assert!(warnings[1].starts_with("FluxConfig team-00/app: "));
+    assert_eq!(warnings.last().unwrap(), "and 3 more FluxConfigs");
+}
+
+#[tokio::test]
+async fn allows_delete_and_other_kinds() {
+    for name in ["fluxconfig-delete.json", "configmap-create.json"] {
+        let response = review_fixture(name).await;
+        assert!(response.allowed, "{name}: {response:?}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_type_in_spec_is_denied_naming_the_object_and_field() {
+    let response = review_fixture("fluxconfig-create-repo-not-a-string.json").await;
+    assert!(!response.allowed);
+    assert_eq!(response.result.code, 400);
+    assert_eq!(
+        response.result.message,
+        "FluxConfig team-a/web: cannot be read: spec.repo: invalid type: integer `42`, expected a string"
+    );
+}
+
+#[tokio::test]
+async fn wrong_type_in_metadata_is_denied_not_a_panic() {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&fixture("fluxconfig-create-allowed.json")).unwrap();
+    body["request"]["object"]["metadata"]["labels"] = serde_json::json!(["not", "a", "map"]);
+    let (status, response) = post(state(), body.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!response.allowed);
+    assert_eq!(response.uid, body["request"]["uid"].as_str().unwrap());
+    assert!(
+        response.result.message.starts_with(
+            "FluxConfig team-a/web: cannot be read: invalid type: sequence, expected a map"
+        ),
+        "{}",
+        response.result.message
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_in_the_admission_review_shape() {
+    let (status, response) = post(state(), r#"{"kind":"AdmissionReview","request":{"uid":"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!response.allowed);
+    assert_eq!(response.result.code, 400);
+    assert!(
+        response
+            .result
+            .message
+            .starts_with("the request body is not JSON: EOF while parsing"),
+        "{}",
+        response.result.message
+    );
+}
+
+#[tokio::test]
+async fn json_that_is_not_an_admission_review_is_400() {
+    for (body, expected) in [
+        (
+            r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#,
+            "the AdmissionReview has no request",
+        ),
+        (
+            r#"{"hello":"world"}"#,
+            "the request body is not an AdmissionReview",
+        ),
+        (r#"[1,2,3]"#, "the request body is not an AdmissionReview"),
+        (
+            r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"kind":7}}"#,
+            "the request body is not an AdmissionReview",
+        ),
+    ] {
+        let (status, response) = post(state(), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            response.result.message.starts_with(expected),
+            "{body}: {}",
+            response.result.message
+        );
+    }
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let state = state().with_max_body_bytes(64 * 1024);
+    let big = format!(
+        r#"{{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","padding":"{}"}}"#,
+        "x".repeat(100 * 1024)
+    );
+    // Declared up front...
+    let request = Request::post("/validate")
+        .header(header::CONTENT_LENGTH, big.len())
+        .body(Body::from(big.clone()))
+        .unwrap();
+    let (status, review) = post_to(state.clone(), request).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let response = review.response.unwrap();
+    assert_eq!(response.result.code, 413);
+    assert_eq!(
+        response.result.message,
+        "the request body is larger than 65536 bytes"
+    );
+    // ...or found while streaming a body without a length.
+    let (status, _) = post(state, big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn default_body_limit_is_one_mebibyte() {
+    let big = format!(r#"{{"padding":"{}"}}"#, "x".repeat(1024 * 1024));
+    let (status, _) = post(state(), big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn not_ready_until_a_snapshot_is_published() {
+    let state = AppState::new(1024 * 1024);
+    let readyz = || async {
+        admin_router(state.clone())
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(readyz().await, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, response) = post(state.clone(), fixture("fluxconfig-create-allowed.json")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!response.allowed);
+
+    state.publish(std::sync::Arc::new(snapshot()));
+    assert_eq!(readyz().await, StatusCode::OK);
+    let response = review_fixture_with(state.clone(), "fluxconfig-create-allowed.json").await;
+    assert!(response.allowed);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_kind_operation_and_result() {
+    let state = state();
+    review_fixture_with(state.clone(), "fluxconfig-create-allowed.json").await;
+    review_fixture_with(state.clone(), "fluxconfig-create-denied-repo.json").await;
+    review_fixture_with(state.clone(), "fluxconfig-create-denied-cluster.json").await;
+    review_fixture_with(state.clone(), "platformdefaults-create-bad-pattern.json").await;
+    post(state.clone(), "not json").await;
+    let metrics = state.metrics();
+    assert_eq!(
+        metrics.requests_total("FluxConfig", "CREATE", Outcome::Allowed),
+        1
+    );
+    assert_eq!(
+        metrics.requests_total("FluxConfig", "CREATE", Outcome::Denied),
+        2
+    );
+    assert_eq!(
+        metrics.requests_total("PlatformDefaults", "CREATE", Outcome::Denied),
+        1
+    );
+
+    let response = admin_router(state)
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    for line in [
+        r#"fluxgate_webhook_requests_total{kind="FluxConfig",operation="CREATE",result="denied"} 2"#,
+        r#"fluxgate_webhook_requests_total{kind="unknown",operation="unknown",result="error"} 1"#,
+        r#"fluxgate_webhook_request_duration_seconds_count{kind="FluxConfig"} 3"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn livez_always_passes() {
+    let response = admin_router(AppState::new(1))
+        .oneshot(Request::get("/livez").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[test]
+fn the_snapshot_fixture_is_valid() {
+    let f = snapshot_fixture();
+    let platform = Platform::new(PlatformSettings::default(), &f.platform_defaults);
+    assert!(platform.rejected().is_empty(), "{:?}", platform.rejected());
+    assert_eq!(snapshot().flux_config_count(), 4);
+}
