@@ -147,3 +147,55 @@ fn offline_validation_rejects_schema_invalid_examples() {
         }
     }
 }
+
+/// The team repositories hold plain Kubernetes objects: each must read as
+/// its typed k8s-openapi object (so a typo in a field name fails here, not
+/// in the demo).
+#[test]
+fn team_repo_manifests_are_valid_kubernetes_objects() {
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use k8s_openapi::api::core::v1::{ConfigMap, Service};
+
+    fn strict<T: serde::de::DeserializeOwned + serde::Serialize>(
+        doc: &serde_json::Value,
+    ) -> Result<(), String> {
+        let typed: T = serde_json::from_value(doc.clone()).map_err(|e| e.to_string())?;
+        // Unknown fields would be dropped by the typed read: compare back.
+        let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+        fn subset(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+            match (a, b) {
+                (serde_json::Value::Object(a), serde_json::Value::Object(b)) => a
+                    .iter()
+                    .all(|(k, v)| b.get(k).is_some_and(|w| subset(v, w))),
+                (serde_json::Value::Array(a), serde_json::Value::Array(b)) => {
+                    a.len() == b.len() && a.iter().zip(b).all(|(v, w)| subset(v, w))
+                }
+                _ => a == b,
+            }
+        }
+        if subset(doc, &back) {
+            Ok(())
+        } else {
+            Err(format!("unknown or misspelt fields in {doc}"))
+        }
+    }
+
+    let mut files = Vec::new();
+    yaml_files(&examples_dir().join("team-repos"), &mut files);
+    assert!(files.len() >= 4);
+    let mut count = 0;
+    for file in files {
+        for doc in documents(&file) {
+            let result = match doc["kind"].as_str() {
+                Some("ConfigMap") => strict::<ConfigMap>(&doc),
+                Some("Service") => strict::<Service>(&doc),
+                Some("Deployment") => strict::<Deployment>(&doc),
+                Some("StatefulSet") => strict::<StatefulSet>(&doc),
+                other => Err(format!("unexpected kind {other:?}")),
+            };
+            result.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            count += 1;
+        }
+    }
+    assert!(count >= 8, "{count}");
+}
