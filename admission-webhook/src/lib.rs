@@ -146,17 +146,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
     webhook.serve(client, shutdown).await
 }
 
-/// An error and its causes on one line, for logs.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
+/// The message of an error with its causes, `a: b: c` (the core's one
+/// implementation, shared with the operator and the CLI).
+pub use fluxgate_platform_defaults::violation::error_chain;
 
 #[cfg(test)]
 mod tests {

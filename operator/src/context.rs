@@ -63,6 +63,10 @@ pub struct Context {
     /// see a partial world (no PlatformDefaults yet, say) and could prune
     /// what is running, so it waits instead.
     pub synced: Arc<AtomicBool>,
+    /// Root objects that exist but cannot be read (see `guard`).
+    pub unreadable: crate::guard::UnreadableObjects,
+    /// Status writes the cache may not show yet.
+    pub recent_status: crate::status::RecentWrites,
 }
 
 impl std::fmt::Debug for Context {

@@ -13,6 +13,10 @@
 //!   target patterns) reconciles the FluxConfigs it concerns.
 //! - A change of a credentials Secret in the platform namespace reconciles
 //!   the FluxConfigs using it.
+//!
+//! FluxConfigs and PlatformDefaults are watched through
+//! [`crate::guard::Guarded`]: an object that cannot be deserialised is
+//! reported on its own and never stops the watch.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,7 +31,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::core::PartialObjectMeta;
+use kube::core::PartialObjectMetaExt as _;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -36,7 +42,8 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::context::{Context, ManagedStores};
-use crate::error::{Class, Error, WAITING_RETRY, backoff, chain};
+use crate::error::{Class, Error, STALE_RETRY, WAITING_RETRY, backoff, chain};
+use crate::guard::{Guarded, Policy, UnreadableObjects, report_unreadable};
 use crate::reconcile::{self, MANAGED_BY, MANAGED_BY_LABEL, TEAM_NAMESPACE_LABEL};
 
 /// Finalizer on FluxConfigs: removes what garbage collection cannot, the
@@ -73,27 +80,62 @@ pub async fn run(
     let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
     let managed_cfg = watcher::Config::default().labels(&selector);
 
+    // Root objects: read per object, so one that does not deserialise is
+    // reported instead of failing the whole list (see `guard`).
+    let unreadable = UnreadableObjects::default();
+    let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel();
     let (fc_store, fc_writer) = reflector::store::<FluxConfig>();
+    // The FluxConfig store's readiness is awaited by the Controller itself.
+    // kube-runtime's `Store::wait_until_ready` wakes only the last of
+    // several concurrent waiters (its oneshot receiver keeps one waker), so
+    // a second waiter here could leave the Controller, or this task, waiting
+    // forever. The first completed list is observed on the stream instead,
+    // after the reflector applied it.
+    let (fc_listed_tx, mut fc_listed_rx) = tokio::sync::watch::channel(false);
     let fc_stream = reflector(
         fc_writer,
-        watcher(
-            Api::<FluxConfig>::all(client.clone()),
+        Guarded::new(
+            fc_store.clone(),
+            unreadable.clone(),
+            reports_tx.clone(),
+            ctx_parts.metrics.clone(),
+            Policy::HoldNamespace,
+        )
+        .stream(watcher(
+            Api::<DeserializeGuard<FluxConfig>>::all(client.clone()),
             watcher::Config::default(),
-        ),
+        )),
     )
+    .inspect(move |event| {
+        if let Ok(watcher::Event::InitDone) = event {
+            fc_listed_tx.send_replace(true);
+        }
+    })
     .default_backoff()
     .touched_objects();
 
     let (pd_store, pd_writer) = reflector::store::<PlatformDefaults>();
     let pd_stream = reflector(
         pd_writer,
-        watcher(
-            Api::<PlatformDefaults>::all(client.clone()),
+        Guarded::new(
+            pd_store.clone(),
+            unreadable.clone(),
+            reports_tx,
+            ctx_parts.metrics.clone(),
+            Policy::KeepLastReadable,
+        )
+        .stream(watcher(
+            Api::<DeserializeGuard<PlatformDefaults>>::all(client.clone()),
             watcher::Config::default(),
-        ),
+        )),
     )
     .default_backoff()
     .touched_objects();
+    let reporter = report_unreadable(
+        ctx_parts.recorder.clone(),
+        ctx_parts.metrics.clone(),
+        reports_rx,
+    );
 
     let (ns_store, ns_writer) = reflector::store();
     let ns_stream = reflector(
@@ -154,13 +196,15 @@ pub async fn run(
             deployments: deploy_store.clone(),
         },
         synced: ctx_parts.synced,
+        unreadable,
+        recent_status: crate::status::RecentWrites::default(),
     });
 
-    // Readiness: every cache has listed once.
+    // Readiness: every cache has listed once. Each store but the
+    // FluxConfigs' has exactly one waiter: this task (see above).
     {
         let synced = ctx.synced.clone();
         let stores = (
-            fc_store.clone(),
             pd_store.clone(),
             ns_store.clone(),
             secret_store.clone(),
@@ -171,9 +215,12 @@ pub async fn run(
             deploy_store.clone(),
         );
         tokio::spawn(async move {
-            let (a, b, c, d, e, f, g, h, i) = stores;
+            let (b, c, d, e, f, g, h, i) = stores;
+            let fc_listed = async move {
+                let _ = fc_listed_rx.wait_for(|listed| *listed).await;
+            };
             let all = future::join5(
-                a.wait_until_ready(),
+                fc_listed,
                 b.wait_until_ready(),
                 c.wait_until_ready(),
                 d.wait_until_ready(),
@@ -268,7 +315,7 @@ pub async fn run(
     let api = Api::<FluxConfig>::all(client.clone());
     let failures: Arc<std::sync::Mutex<BTreeMap<String, u32>>> = Arc::default();
     let failures_policy = failures.clone();
-    Controller::for_stream(fc_stream, fc_store.clone())
+    let controller = Controller::for_stream(fc_stream, fc_store.clone())
         .owns_stream(sa_stream)
         .owns_stream(msecret_stream)
         .owns_stream(role_stream)
@@ -287,8 +334,28 @@ pub async fn run(
             move |fc, err, _ctx| error_policy(&fc, err, &failures_policy),
             ctx,
         )
-        .for_each(|_| future::ready(()))
-        .await;
+        .for_each(|result| {
+            // Reconcile errors are logged by the error policy; what arrives
+            // here otherwise is a watch that fails (RBAC, a vanished CRD),
+            // which would be silent without this.
+            if let Err(err) = result {
+                match err {
+                    kube::runtime::controller::Error::ReconcilerFailed(..)
+                    | kube::runtime::controller::Error::ObjectNotFound(_) => {}
+                    other => warn!(error = %chain(&other), "controller error"),
+                }
+            }
+            future::ready(())
+        });
+    // The reporter ends when the watches are dropped, so the controller
+    // decides when both are done.
+    tokio::select! {
+        () = controller => {}
+        () = reporter => {
+            // Only reached if every watch stream ended first; keep serving.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// What `run` needs besides the client.
@@ -321,27 +388,34 @@ async fn reconcile(
     if !ctx.is_synced() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    let _in_flight = ctx.metrics.reconcile_started();
     let started = Instant::now();
     let namespace = fc.namespace().unwrap_or_default();
-    let api = Api::<FluxConfig>::namespaced(api.into_client(), &namespace);
+    // The finalizer is added and removed through the metadata only: the
+    // answer to those patches then reads even when the stored object does
+    // not deserialise as a FluxConfig (see `guard`).
+    let api = Api::<PartialObjectMeta<FluxConfig>>::namespaced(api.into_client(), &namespace);
+    let meta = Arc::new(fc.metadata.clone().into_response_partial::<FluxConfig>());
     let had_finalizer = fc.finalizers().iter().any(|f| f == FINALIZER);
     let rejected = std::sync::atomic::AtomicBool::new(false);
-    let result = finalizer(&api, FINALIZER, fc.clone(), |event| async {
+    let (fc_ref, ctx_ref, rejected_ref) = (fc.as_ref(), ctx.as_ref(), &rejected);
+    let result = finalizer(&api, FINALIZER, meta, |event| async move {
         match event {
-            FinalizerEvent::Apply(fc) => {
-                let label = reconcile::reconcile_one(&fc, &ctx).await?;
-                rejected.store(label == "rejected", Ordering::Relaxed);
+            FinalizerEvent::Apply(_) => {
+                let label = reconcile::reconcile_one(fc_ref, ctx_ref).await?;
+                rejected_ref.store(label == "rejected", Ordering::Relaxed);
                 Ok(Action::requeue(resync))
             }
-            FinalizerEvent::Cleanup(fc) => {
-                reconcile::cleanup(&fc, &ctx).await?;
+            FinalizerEvent::Cleanup(_) => {
+                reconcile::cleanup(fc_ref, ctx_ref).await?;
                 Ok(Action::await_change())
             }
         }
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    if !had_finalizer && fc.metadata.deletion_timestamp.is_none() {
+    // The finalizer was added (a refused add is an error, not a write).
+    if !had_finalizer && fc.metadata.deletion_timestamp.is_none() && result.is_ok() {
         ctx.metrics.wrote("finalizer");
     }
     let teams: std::collections::BTreeSet<String> = ctx
@@ -388,6 +462,10 @@ fn error_policy(
         Class::Waiting => {
             warn!(fluxconfig = %key(fc), error = %message, "waiting for a dependency");
             Action::requeue(WAITING_RETRY)
+        }
+        Class::Stale => {
+            tracing::debug!(fluxconfig = %key(fc), error = %message, "cache behind the API server; waiting for the watch");
+            Action::requeue(STALE_RETRY)
         }
         Class::Transient => {
             let attempt = failures

@@ -4,9 +4,18 @@
 //!   the rules, a template the platform team broke). The object is marked
 //!   `Stalled` and is not retried until it or its inputs change.
 //! - **waiting**: a dependency is not there yet (the credentials Secret in
-//!   the platform namespace). Retried after a fixed, calm interval.
+//!   the platform namespace), or a FluxConfig of the namespace cannot be
+//!   read. Retried after a fixed, calm interval.
 //! - **transient**: the API server or network failed. Retried with
 //!   exponential backoff and jitter.
+//! - **stale**: adding or removing the finalizer was refused because the
+//!   stored object no longer matches the cached one (the JSON patch's `test`
+//!   failed, or a conflict): the watch event that brings the newer version
+//!   triggers the next reconcile, so this is neither logged as a failure nor
+//!   backed off. Under load (a burst of new FluxConfigs) a second trigger
+//!   often arrives before the cache has seen the finalizer the first
+//!   reconcile added; backing off a second there was most of the
+//!   onboarding latency.
 
 use std::time::Duration;
 
@@ -19,6 +28,9 @@ pub enum Class {
     Waiting,
     /// Retry with backoff.
     Transient,
+    /// The cache is behind: wait for the watch event (with a late safety
+    /// net).
+    Stale,
 }
 
 /// Everything a reconcile can fail with.
@@ -63,6 +75,17 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A FluxConfig of the namespace cannot be read, so nothing there may
+    /// change (see the `guard` module); retried until it reads again.
+    #[error(
+        "FluxConfig {names} in namespace {namespace} cannot be read; nothing in the namespace changes until it is fixed"
+    )]
+    Held {
+        /// The team namespace.
+        namespace: String,
+        /// The unreadable FluxConfigs, comma-separated.
+        names: String,
+    },
     /// The finalizer helper failed.
     #[error("finalizer")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -75,7 +98,7 @@ impl Error {
             Error::Render { .. } | Error::MissingMetadata(_) | Error::Serialize { .. } => {
                 Class::Terminal
             }
-            Error::MissingCredentials { .. } => Class::Waiting,
+            Error::MissingCredentials { .. } | Error::Held { .. } => Class::Waiting,
             Error::Kube { source, .. } => match source {
                 // 4xx other than conflicts and throttling will not fix
                 // themselves: an invalid object or a forbidden write.
@@ -89,6 +112,12 @@ impl Error {
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.class(),
+                kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(s))
+                | kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s))
+                    if [409, 422].contains(&s.code) =>
+                {
+                    Class::Stale
+                }
                 _ => Class::Transient,
             },
         }
@@ -100,6 +129,7 @@ impl Error {
             Class::Terminal => "terminal",
             Class::Waiting => "waiting",
             Class::Transient => "transient",
+            Class::Stale => "stale",
         }
     }
 
@@ -140,6 +170,9 @@ pub fn backoff(attempt: u32, jitter_seed: u64) -> Duration {
 /// Retry interval for waiting errors.
 pub const WAITING_RETRY: Duration = Duration::from_secs(30);
 
+/// Safety net for stale-cache errors, should the watch event not come.
+pub const STALE_RETRY: Duration = Duration::from_secs(5);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +208,17 @@ mod tests {
         assert_eq!(api(403).class(), Class::Terminal);
         assert_eq!(api(409).class(), Class::Transient);
         assert_eq!(api(500).class(), Class::Transient);
+        let finalizer = |code| {
+            Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(
+                kube::Error::Api(Box::new(kube::core::Status {
+                    code,
+                    ..Default::default()
+                })),
+            )))
+        };
+        assert_eq!(finalizer(422).class(), Class::Stale);
+        assert_eq!(finalizer(409).class(), Class::Stale);
+        assert_eq!(finalizer(500).class(), Class::Transient);
         assert_eq!(
             Error::MissingCredentials {
                 namespace: "p".into(),

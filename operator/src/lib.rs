@@ -12,6 +12,7 @@ pub mod context;
 pub mod controller;
 pub mod diff;
 pub mod error;
+pub mod guard;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
@@ -50,17 +51,50 @@ pub enum RunError {
     Leader(#[source] leader::LeaderError),
 }
 
-/// Everything a running operator exposes to tests.
+/// Everything a running operator exposes to the admin server and tests.
 #[derive(Debug, Clone)]
 pub struct Handle {
     /// Metrics (write counters among them).
     pub metrics: Arc<metrics::Metrics>,
-    /// True once the caches synced.
+    /// True once the caches synced (only a leader runs them).
     pub ready: Arc<AtomicBool>,
+    /// True while this replica is a healthy follower in the election.
+    pub standby: Arc<AtomicBool>,
+}
+
+impl Default for Handle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Handle {
+    /// Fresh metrics, not ready.
+    pub fn new() -> Self {
+        Self {
+            metrics: Arc::new(metrics::Metrics::new()),
+            ready: Arc::new(AtomicBool::new(false)),
+            standby: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// What the admin endpoints serve.
+    pub fn health(&self) -> metrics::Health {
+        metrics::Health {
+            metrics: self.metrics.clone(),
+            ready: self.ready.clone(),
+            standby: self.standby.clone(),
+        }
+    }
 }
 
 /// Runs the operator with `client` until `shutdown` resolves (or leadership
 /// is lost). Tests call this with a client holding only the operator's RBAC.
+///
+/// With leader election, only the replica holding the Lease starts the
+/// watches and the controller; the others wait and write nothing. A
+/// graceful `shutdown` releases the Lease; dropping the returned future (or
+/// the runtime) does not, like a crash.
 pub async fn run_with_client(
     client: kube::Client,
     config: Config,
@@ -101,8 +135,11 @@ pub async fn run_with_client(
             metrics.leader.set(1);
             work.await;
         };
-        let result = leader::run_as_leader(client, election, led).await;
+        let result = leader::run_as_leader(client, election, handle.standby.clone(), led).await;
         handle.metrics.leader.set(0);
+        handle
+            .ready
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         result.map_err(RunError::Leader)
     } else {
         work.await;
@@ -116,20 +153,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let client = kube::Client::try_default()
         .await
         .map_err(RunError::Client)?;
-    let handle = Handle {
-        metrics: Arc::new(metrics::Metrics::new()),
-        ready: Arc::new(AtomicBool::new(false)),
-    };
+    let handle = Handle::new();
     let listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .map_err(|source| RunError::Admin {
             addr: config.admin_listen,
             source,
         })?;
-    let admin = metrics::admin_router(metrics::Health {
-        metrics: handle.metrics.clone(),
-        ready: handle.ready.clone(),
-    });
+    let admin = metrics::admin_router(handle.health());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, admin).await {
             error!(error = %e, "admin server stopped");

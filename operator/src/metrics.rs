@@ -3,13 +3,25 @@
 //!
 //! - `fluxgate_operator_reconciles_total{result}`: `ok`, `rejected` (a
 //!   config that violates the rules), or the error class (`terminal`,
-//!   `waiting`, `transient`).
+//!   `waiting`, `transient`, `stale`).
 //! - `fluxgate_operator_reconcile_duration_seconds`: time per reconcile.
 //! - `fluxgate_operator_api_writes_total{verb}`: writes sent to the API
 //!   server (`apply`, `delete`, `status`, `event`); flat in a steady state.
 //! - `fluxgate_operator_teams`: namespaces with at least one FluxConfig.
 //! - `fluxgate_operator_managed_objects`: objects provisioned, last count.
 //! - `fluxgate_operator_leader`: 1 while this replica leads.
+//! - `fluxgate_operator_reconciles_in_flight`: reconciles running now. The
+//!   work queue of kube-runtime's `Controller` (its scheduler) is private
+//!   and exposes no length, so a true queue depth cannot be read; reconciles
+//!   in flight is the closest honest signal (it stays high when the API
+//!   server is slow or a burst of changes arrives, and is 0 when idle).
+//! - `fluxgate_operator_unreadable_objects{kind}`: FluxConfigs and
+//!   PlatformDefaults that exist but cannot be read (see the `guard`
+//!   module); each is reported once by a Warning Event.
+//!
+//! `/readyz` answers 200 once this replica is useful: as the leader once
+//! its caches have synced, or as a standby that reads the leader Lease
+//! (a follower that never reported ready would stall a rolling update).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +49,11 @@ struct VerbLabel {
     verb: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
 /// The operator's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -50,6 +67,9 @@ pub struct Metrics {
     pub managed_objects: Gauge,
     /// 1 while leading.
     pub leader: Gauge,
+    /// Reconciles running now.
+    pub in_flight: Gauge,
+    unreadable: Family<KindLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -94,6 +114,18 @@ impl Metrics {
             "1 while this replica is the leader",
             leader.clone(),
         );
+        let in_flight = Gauge::default();
+        registry.register(
+            "reconciles_in_flight",
+            "Reconciles running now (kube-runtime exposes no queue length)",
+            in_flight.clone(),
+        );
+        let unreadable = Family::<KindLabel, Gauge>::default();
+        registry.register(
+            "unreadable_objects",
+            "Objects that exist but cannot be deserialised, by kind",
+            unreadable.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -102,6 +134,8 @@ impl Metrics {
             teams,
             managed_objects,
             leader,
+            in_flight,
+            unreadable,
         }
     }
 
@@ -113,6 +147,30 @@ impl Metrics {
             })
             .inc();
         self.duration.observe(took.as_secs_f64());
+    }
+
+    /// Marks a reconcile as running until the guard is dropped.
+    pub fn reconcile_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.clone())
+    }
+
+    /// Sets how many objects of `kind` cannot be read.
+    pub fn set_unreadable(&self, kind: &str, count: usize) {
+        self.unreadable
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// How many objects of `kind` cannot be read.
+    pub fn unreadable(&self, kind: &str) -> i64 {
+        self.unreadable
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .get()
     }
 
     /// Counts a write to the API server.
@@ -140,16 +198,23 @@ impl Metrics {
 
     /// Total reconciles so far (all results), for tests.
     pub fn total_reconciles(&self) -> u64 {
-        ["ok", "rejected", "terminal", "waiting", "transient"]
-            .iter()
-            .map(|r| {
-                self.reconciles
-                    .get_or_create(&ResultLabel {
-                        result: (*r).to_owned(),
-                    })
-                    .get()
-            })
-            .sum()
+        [
+            "ok",
+            "rejected",
+            "terminal",
+            "waiting",
+            "transient",
+            "stale",
+        ]
+        .iter()
+        .map(|r| {
+            self.reconciles
+                .get_or_create(&ResultLabel {
+                    result: (*r).to_owned(),
+                })
+                .get()
+        })
+        .sum()
     }
 
     /// The text exposition.
@@ -162,13 +227,26 @@ impl Metrics {
     }
 }
 
+/// A reconcile in flight; dropping it (also on cancellation) counts it
+/// finished.
+#[derive(Debug)]
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
 /// What the admin endpoints report.
 #[derive(Debug, Clone)]
 pub struct Health {
     /// Metrics to serve.
     pub metrics: Arc<Metrics>,
-    /// True once the watches have synced.
+    /// True once the watches have synced (leader).
     pub ready: Arc<AtomicBool>,
+    /// True while this replica is a healthy standby (follower).
+    pub standby: Arc<AtomicBool>,
 }
 
 async fn livez() -> &'static str {
@@ -178,6 +256,8 @@ async fn livez() -> &'static str {
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
     if health.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ok")
+    } else if health.standby.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok (standby)")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
     }
@@ -223,5 +303,84 @@ mod tests {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }
         assert_eq!(m.total_writes(), 2);
+    }
+
+    #[test]
+    fn in_flight_reconciles_are_counted_until_dropped() {
+        let m = Arc::new(Metrics::new());
+        let a = m.reconcile_started();
+        let b = m.reconcile_started();
+        assert_eq!(m.in_flight.get(), 2);
+        drop(a);
+        assert_eq!(m.in_flight.get(), 1);
+        drop(b);
+        assert!(
+            m.encode()
+                .contains("fluxgate_operator_reconciles_in_flight 0")
+        );
+    }
+
+    async fn get(router: Router, path: &str) -> (StatusCode, String, String) {
+        use tower::ServiceExt as _;
+        let request = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_sync_and_standby_and_metrics_are_served() {
+        let health = Health {
+            metrics: Arc::new(Metrics::new()),
+            ready: Arc::new(AtomicBool::new(false)),
+            standby: Arc::new(AtomicBool::new(false)),
+        };
+        let router = admin_router(health.clone());
+        assert_eq!(get(router.clone(), "/livez").await.0, StatusCode::OK);
+        let (status, _, body) = get(router.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "caches not synced");
+        health.standby.store(true, Ordering::Relaxed);
+        assert_eq!(
+            get(router.clone(), "/readyz").await,
+            (
+                StatusCode::OK,
+                "text/plain; charset=utf-8".into(),
+                "ok (standby)".into()
+            )
+        );
+        health.standby.store(false, Ordering::Relaxed);
+        health.ready.store(true, Ordering::Relaxed);
+        assert_eq!(get(router.clone(), "/readyz").await.2, "ok");
+
+        health.metrics.leader.set(1);
+        health.metrics.set_unreadable("FluxConfig", 2);
+        let (status, content_type, body) = get(router.clone(), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(content_type.starts_with("application/openmetrics-text"));
+        for needle in [
+            "fluxgate_operator_leader 1",
+            "fluxgate_operator_reconciles_in_flight 0",
+            "fluxgate_operator_unreadable_objects{kind=\"FluxConfig\"} 2",
+            "# EOF",
+        ] {
+            assert!(body.contains(needle), "{needle} missing in\n{body}");
+        }
+        assert_eq!(get(router, "/nope").await.0, StatusCode::NOT_FOUND);
     }
 }

@@ -86,6 +86,10 @@ pub(crate) fn view(ctx: &Context, namespace: &str, leaving: Option<&str>) -> Nam
         .into_iter()
         .filter(|fc| fc.namespace().as_deref() == Some(namespace))
         .filter(|fc| !is_deleting(fc) && Some(fc.name_any().as_str()) != leaving)
+        .filter(|fc| {
+            !ctx.unreadable
+                .contains(&FluxConfig::kind(&()), Some(namespace), &fc.name_any())
+        })
         .collect();
     configs.sort_by(|a, b| {
         a.metadata
@@ -372,6 +376,7 @@ fn reconciler_status(namespace: &str, keys: &[Key], view: &NamespaceView) -> Rec
 pub(crate) async fn reconcile_one(fc: &FluxConfig, ctx: &Context) -> Result<&'static str, Error> {
     let namespace = fc.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let name = fc.name_any();
+    hold_if_unreadable(ctx, &namespace, None)?;
     let view = view(ctx, &namespace, None);
     let applied = match desired_objects(ctx, &namespace, &view) {
         Ok(desired) => apply(ctx, &namespace, &desired).await.inspect(|keys| {
@@ -409,24 +414,36 @@ pub(crate) async fn reconcile_one(fc: &FluxConfig, ctx: &Context) -> Result<&'st
 async fn write_status(ctx: &Context, fc: &FluxConfig, outcome: &Outcome<'_>) -> Result<(), Error> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let desired = status::desired(fc, outcome, &now);
+    let fingerprint = status::fingerprint(&desired);
     let Some(patch) = status::patch(fc, desired) else {
         return Ok(());
     };
+    let uid = fc.uid().unwrap_or_default();
+    if ctx
+        .recent_status
+        .is_pending(&uid, &fingerprint, fc.resource_version().as_deref())
+    {
+        debug!(fluxconfig = %fc.name_any(), "status written already; the cache has not caught up");
+        return Ok(());
+    }
     let namespace = fc.namespace().unwrap_or_default();
     let api: Api<FluxConfig> = Api::namespaced(ctx.client.clone(), &namespace);
-    api.patch_status(
-        &fc.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|e| {
-        Error::kube(
-            format!("write status of FluxConfig {namespace}/{}", fc.name_any()),
-            e,
+    let written = api
+        .patch_status(
+            &fc.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
         )
-    })?;
+        .await
+        .map_err(|e| {
+            Error::kube(
+                format!("write status of FluxConfig {namespace}/{}", fc.name_any()),
+                e,
+            )
+        })?;
     ctx.metrics.wrote("status");
+    ctx.recent_status
+        .record(&uid, fingerprint, written.resource_version());
     publish_transition(ctx, fc, outcome).await;
     Ok(())
 }
@@ -489,10 +506,27 @@ async fn publish_transition(ctx: &Context, fc: &FluxConfig, outcome: &Outcome<'_
     }
 }
 
+/// Refuses to change a namespace while one of its FluxConfigs (other than
+/// `leaving`) cannot be read: its stand-in says nothing about what it wants.
+fn hold_if_unreadable(ctx: &Context, namespace: &str, leaving: Option<&str>) -> Result<(), Error> {
+    let names = ctx
+        .unreadable
+        .in_namespace(&FluxConfig::kind(&()), namespace, leaving);
+    if names.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Held {
+            namespace: namespace.to_owned(),
+            names: names.join(", "),
+        })
+    }
+}
+
 /// Cleans up when `fc` is deleted: re-provisions the namespace for the
 /// remaining configs, or removes everything when it was the last one.
 pub(crate) async fn cleanup(fc: &FluxConfig, ctx: &Context) -> Result<(), Error> {
     let namespace = fc.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    hold_if_unreadable(ctx, &namespace, Some(&fc.name_any()))?;
     let view = view(ctx, &namespace, Some(&fc.name_any()));
     let desired = desired_objects(ctx, &namespace, &view)?;
     apply(ctx, &namespace, &desired).await?;

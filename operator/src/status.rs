@@ -9,6 +9,10 @@
 //! status is written only when it differs from what is there: a steady state
 //! writes nothing.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use fluxgate_crds::conditions::{self, reasons};
 use fluxgate_crds::{EffectiveConfig, FluxConfig, ReconcilerStatus};
 use fluxgate_platform_defaults::Violations;
@@ -232,6 +236,72 @@ pub fn patch(fc: &FluxConfig, mut desired: OperatorStatus) -> Option<Value> {
     }))
 }
 
+/// What a status says, without transition times: two statuses with the same
+/// fingerprint differ at most in when their conditions flipped.
+pub fn fingerprint(status: &OperatorStatus) -> String {
+    let conditions: Vec<_> = status
+        .conditions
+        .iter()
+        .map(|c| {
+            (
+                &c.type_,
+                &c.status,
+                &c.reason,
+                &c.message,
+                c.observed_generation,
+            )
+        })
+        .collect();
+    serde_json::to_string(&(
+        status.observed_generation,
+        conditions,
+        &status.effective,
+        &status.reconciler,
+    ))
+    .unwrap_or_default()
+}
+
+/// Status writes the watch cache may not have seen yet.
+///
+/// A reconcile compares with the cached object; when a second trigger (an
+/// event on a child object it just applied) arrives before the watch has
+/// delivered the status it just wrote, the cache still shows the old status
+/// and the same status would be written again, with a new transition time
+/// and a duplicate Event. So a write is remembered, by object uid, until
+/// the cache shows the object version it produced, or for a short while
+/// (the cache may also skip to a later version written by someone else).
+#[derive(Debug, Default)]
+pub struct RecentWrites(Mutex<HashMap<String, (String, String, Instant)>>);
+
+impl RecentWrites {
+    /// How long a write is remembered at most.
+    pub const TTL: Duration = Duration::from_secs(10);
+
+    /// Whether writing `fingerprint` for `uid` would repeat a write the
+    /// cache (showing `cached_version`) has not caught up with.
+    pub fn is_pending(&self, uid: &str, fingerprint: &str, cached_version: Option<&str>) -> bool {
+        let Ok(mut map) = self.0.lock() else {
+            return false;
+        };
+        map.retain(|_, (_, _, at)| at.elapsed() < Self::TTL);
+        match map.get(uid) {
+            Some((_, written_version, _)) if Some(written_version.as_str()) == cached_version => {
+                map.remove(uid);
+                false
+            }
+            Some((written, _, _)) => written == fingerprint,
+            None => false,
+        }
+    }
+
+    /// Records a write of `fingerprint` for `uid` that produced `version`.
+    pub fn record(&self, uid: &str, fingerprint: String, version: Option<String>) {
+        if let (Ok(mut map), Some(version)) = (self.0.lock(), version) {
+            map.insert(uid.to_owned(), (fingerprint, version, Instant::now()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use fluxgate_crds::{FluxConfigSpec, FluxConfigStatus};
@@ -343,6 +413,25 @@ mod tests {
             p["status"]["conditions"][0]["lastTransitionTime"],
             serde_json::to_value(now(20)).unwrap()
         );
+    }
+
+    #[test]
+    fn a_status_write_is_not_repeated_until_the_cache_shows_it() {
+        let v = violations();
+        let f = fc(1, None);
+        let at = |t| fingerprint(&desired(&f, &Outcome::Rejected(&v), &now(t)));
+        assert_eq!(at(10), at(99), "transition times are not part of it");
+        let recent = RecentWrites::default();
+        assert!(!recent.is_pending("u", &at(10), Some("5")));
+        recent.record("u", at(10), Some("6".into()));
+        // The cache still shows version 5: the same write is pending.
+        assert!(recent.is_pending("u", &at(11), Some("5")));
+        // Another status is not.
+        let other = fingerprint(&desired(&fc(2, None), &Outcome::Rejected(&v), &now(11)));
+        assert!(!recent.is_pending("u", &other, Some("5")));
+        // Caught up: forgotten.
+        assert!(!recent.is_pending("u", &at(12), Some("6")));
+        assert!(!recent.is_pending("u", &at(12), Some("5")));
     }
 
     #[test]

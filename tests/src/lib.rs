@@ -7,7 +7,9 @@
 //! reconciler Deployments the operator creates as local processes.
 
 pub mod gitserver;
+pub mod journey;
 pub mod runner;
+pub mod stack;
 pub mod testenv;
 
 pub use testenv::{

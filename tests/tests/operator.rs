@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -132,10 +131,7 @@ fn operator() -> &'static Operator {
                     "--log-format",
                     "text",
                 ]);
-                let handle = fluxgate_operator::Handle {
-                    metrics: Arc::new(fluxgate_operator::metrics::Metrics::new()),
-                    ready: Arc::new(AtomicBool::new(false)),
-                };
+                let handle = fluxgate_operator::Handle::new();
                 tx.send(handle.metrics.clone()).unwrap();
                 let result = fluxgate_operator::run_with_client(
                     client,
@@ -959,5 +955,275 @@ async fn deleting_a_team_namespace_leaves_nothing_behind() {
             async move { namespaces.get_opt(&a).await.ok()?.is_none().then_some(()) }
         },
     )
+    .await;
+}
+
+/// Events about `name` in `ns` from the events.k8s.io/v1 API.
+async fn events_about(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+/// Waits for an event about `name` with `reason`, and returns it.
+async fn wait_event(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> k8s_openapi::api::events::v1::Event {
+    eventually(
+        &format!("event {reason} about {ns}/{name}"),
+        Duration::from_secs(20),
+        || async {
+            events_about(client, ns, name)
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn events_show_provisioning_and_policy_violations() {
+    operator();
+    let admin = control_plane().client().unwrap();
+    let tenant = unique("events");
+    let a = format!("{tenant}-a");
+    team_namespace(&admin, &a, &tenant).await;
+    apply_defaults(
+        &admin,
+        &defaults(
+            &tenant,
+            "registry.corp.example/fluxgate/reconciler:v1",
+            json!({}),
+        ),
+    )
+    .await;
+    create_flux_config(
+        &admin,
+        &a,
+        "web",
+        json!({"repo": format!("https://git.corp.example/{a}/web.git")}),
+    )
+    .await;
+    create_flux_config(
+        &admin,
+        &a,
+        "evil",
+        json!({"repo": "https://github.com/evil/x.git"}),
+    )
+    .await;
+    wait_condition(&admin, &a, "web", conditions::PROVISIONED, "True").await;
+    wait_condition(&admin, &a, "evil", conditions::STALLED, "True").await;
+
+    let provisioned = wait_event(&admin, &a, "web", "Provisioned").await;
+    assert_eq!(provisioned.type_.as_deref(), Some("Normal"));
+    assert_eq!(
+        provisioned.reporting_controller.as_deref(),
+        Some("fluxgate-operator")
+    );
+    assert_eq!(provisioned.action.as_deref(), Some("Provision"));
+    assert_eq!(
+        provisioned.note.as_deref(),
+        Some("reconciler fluxgate-reconciler provisioned")
+    );
+    let violation = wait_event(&admin, &a, "evil", "PolicyViolation").await;
+    assert_eq!(violation.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        violation.reporting_controller.as_deref(),
+        Some("fluxgate-operator")
+    );
+    let note = violation.note.unwrap_or_default();
+    assert!(
+        note.contains("spec.repo \"https://github.com/evil/x.git\" is not allowed"),
+        "{note}"
+    );
+    // One event per transition, not one per reconcile.
+    assert_eq!(events_about(&admin, &a, "web").await.len(), 1);
+
+    // What a team member sees.
+    let describe = |name: &str| {
+        let output = control_plane()
+            .kubectl(["describe", "fluxconfig", name, "-n", a.as_str()])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let web = describe("web");
+    let events = &web[web.find("Events:").expect("no events section")..];
+    assert!(
+        events.contains("Normal")
+            && events.contains("Provisioned")
+            && events.contains("fluxgate-operator")
+            && events.contains("reconciler fluxgate-reconciler provisioned"),
+        "{web}"
+    );
+    let evil = describe("evil");
+    let events = &evil[evil.find("Events:").expect("no events section")..];
+    assert!(
+        events.contains("Warning")
+            && events.contains("PolicyViolation")
+            && events.contains("fluxgate-operator"),
+        "{evil}"
+    );
+}
+
+/// A `date-time` the CRD schema admits (Kubernetes accepts any number of
+/// fractional digits) but the Rust `Time` type rejects (nine at most).
+const UNREADABLE_TIME: &str = "2024-01-01T00:00:00.1234567891234Z";
+
+/// Writes a `Ready` condition into a FluxConfig's status as the team's own
+/// reconciler (whose Role allows exactly that), with `time` as its
+/// `lastTransitionTime`. Untyped: the answer may not read as a FluxConfig.
+async fn reconciler_writes_status(team: &Client, ns: &str, name: &str, time: &str) {
+    let ar = kube::api::ApiResource::erase::<FluxConfig>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(team.clone(), ns, &ar);
+    let patch = json!({
+        "apiVersion": "fluxgate.dev/v1alpha1",
+        "kind": "FluxConfig",
+        "status": {"conditions": [{
+            "type": "Ready", "status": "True", "reason": "Synced",
+            "message": "applied", "lastTransitionTime": time,
+        }]},
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply("fluxgate.dev/reconciler").force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_unreadable_flux_config_holds_its_namespace_and_never_stops_the_watch() {
+    operator();
+    let admin = control_plane().client().unwrap();
+    let tenant = unique("unread");
+    let (a, b) = (format!("{tenant}-a"), format!("{tenant}-b"));
+    team_namespace(&admin, &a, &tenant).await;
+    team_namespace(&admin, &b, &tenant).await;
+    apply_defaults(
+        &admin,
+        &defaults(
+            &tenant,
+            "registry.corp.example/fluxgate/reconciler:v1",
+            json!({}),
+        ),
+    )
+    .await;
+    create_flux_config(
+        &admin,
+        &a,
+        "web",
+        json!({"repo": format!("https://git.corp.example/{a}/web.git")}),
+    )
+    .await;
+    wait_condition(&admin, &a, "web", conditions::PROVISIONED, "True").await;
+
+    // Team a's reconciler writes a status the API server admits and the
+    // operator's types cannot read.
+    let token = testenv::service_account_token(&admin, &a, "fluxgate-reconciler")
+        .await
+        .unwrap();
+    let team_a = control_plane().client_for_token(&token).unwrap();
+    reconciler_writes_status(&team_a, &a, "web", UNREADABLE_TIME).await;
+    let typed: Api<FluxConfig> = Api::namespaced(admin.clone(), &a);
+    assert!(
+        matches!(typed.get("web").await, Err(kube::Error::SerdeError(_))),
+        "the premise: a typed read of the stored object fails"
+    );
+
+    // It is reported on the object, once.
+    let event = wait_event(&admin, &a, "web", "InvalidObject").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        event.reporting_controller.as_deref(),
+        Some("fluxgate-operator")
+    );
+    let note = event.note.unwrap_or_default();
+    assert!(
+        note.contains("cannot read this FluxConfig") && note.contains("nothing in its namespace"),
+        "{note}"
+    );
+    assert!(operator().metrics.unreadable("FluxConfig") >= 1);
+
+    // The watch goes on: a team onboarding afterwards is provisioned.
+    create_flux_config(
+        &admin,
+        &b,
+        "api",
+        json!({"repo": format!("https://git.corp.example/{b}/api.git")}),
+    )
+    .await;
+    wait_condition(&admin, &b, "api", conditions::PROVISIONED, "True").await;
+
+    // Team a's namespace is held, not torn down: its reconciler keeps
+    // running with its rights, so it can repair its own status.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(exists::<Deployment>(&admin, &a, "fluxgate-reconciler").await);
+    assert!(exists::<ServiceAccount>(&admin, &a, "fluxgate-reconciler").await);
+    reconciler_writes_status(&team_a, &a, "web", "2024-01-01T00:00:00.123456789Z").await;
+    eventually(
+        "web readable and still provisioned",
+        Duration::from_secs(20),
+        || {
+            let typed = typed.clone();
+            async move {
+                let fc = typed.get("web").await.ok()?;
+                fc.condition_is_true(conditions::PROVISIONED).then_some(())
+            }
+        },
+    )
+    .await;
+    let reports: Vec<_> = events_about(&admin, &a, "web")
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("InvalidObject"))
+        .collect();
+    assert!(
+        reports.len() == 1 && reports[0].series.is_none(),
+        "reported more than once: {reports:#?}"
+    );
+
+    // Deleting an unreadable FluxConfig still cleans up (the finalizer goes).
+    reconciler_writes_status(&team_a, &a, "web", UNREADABLE_TIME).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Untyped: the answer holds the object, which does not read.
+    Api::<DynamicObject>::namespaced_with(
+        admin.clone(),
+        &a,
+        &kube::api::ApiResource::erase::<FluxConfig>(&()),
+    )
+    .delete("web", &DeleteParams::default())
+    .await
+    .unwrap();
+    eventually("web gone", Duration::from_secs(30), || {
+        let typed = typed.clone();
+        async move {
+            match typed.get_opt("web").await {
+                Ok(None) => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    eventually("team a's reconciler removed", Duration::from_secs(30), || {
+        let admin = admin.clone();
+        let a = a.clone();
+        async move { (!exists::<Deployment>(&admin, &a, "fluxgate-reconciler").await).then_some(()) }
+    })
     .await;
 }
