@@ -388,9 +388,15 @@ async fn reconcile(
     if !ctx.is_synced() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    let namespace = fc.namespace().unwrap_or_default();
+    // The platform's own FluxConfigs (the platform sync's configuration and
+    // status, in the platform namespace) are not team configs: no defaults,
+    // no provisioning, no status from the operator.
+    if namespace == ctx.settings.platform_namespace {
+        return Ok(Action::await_change());
+    }
     let _in_flight = ctx.metrics.reconcile_started();
     let started = Instant::now();
-    let namespace = fc.namespace().unwrap_or_default();
     // The finalizer is added and removed through the metadata only: the
     // answer to those patches then reads even when the stored object does
     // not deserialise as a FluxConfig (see `guard`).

@@ -7,9 +7,17 @@
 //! [`LABEL_FLUX_CONFIG_NAMESPACE`]; pruning deletes only objects that still
 //! carry both with this FluxConfig's values.
 //!
-//! Order (see [`kind_rank`]): identities and policy first, then config and
-//! secrets, storage, services, workloads, and what refers to workloads;
-//! unknown kinds (custom resources) last. Pruning goes in reverse.
+//! Order (see [`stage`] and [`kind_rank`]): in cluster mode Namespaces, then
+//! other cluster-scoped objects (PlatformDefaults), then namespaced ones
+//! (FluxConfigs); within namespaced objects, identities and policy first,
+//! then config and secrets, storage, services, workloads, and what refers to
+//! workloads; unknown kinds (custom resources) last. Pruning goes in
+//! reverse.
+//!
+//! An object carrying [`ANNOTATION_ADOPTED`] existed before the reconciler
+//! applied it (cluster mode marks pre-existing Namespaces so): pruning
+//! releases it (drops the reconciler's labels and fields) instead of
+//! deleting it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,7 +27,7 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, Scope as KubeScope};
 use serde_json::Value;
 
-use crate::manifests::{Manifest, Scope};
+use crate::manifests::{Manifest, Scope, display_object};
 
 /// Field manager of everything the reconciler writes.
 pub const FIELD_MANAGER: &str = "fluxgate.dev/reconciler";
@@ -27,6 +35,9 @@ pub const FIELD_MANAGER: &str = "fluxgate.dev/reconciler";
 pub const LABEL_FLUX_CONFIG: &str = "fluxgate.dev/fluxconfig";
 /// Label naming the namespace of that FluxConfig.
 pub const LABEL_FLUX_CONFIG_NAMESPACE: &str = "fluxgate.dev/fluxconfig-namespace";
+/// Annotation (`"true"`) on an object that existed before the reconciler
+/// took it over: pruning releases it rather than deleting it.
+pub const ANNOTATION_ADOPTED: &str = "fluxgate.dev/adopted";
 
 /// Identifies an object independently of the API version it is written in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,7 +66,7 @@ impl ObjectKey {
 
 impl std::fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+        f.write_str(&display_object(&self.kind, &self.namespace, &self.name))
     }
 }
 
@@ -122,7 +133,7 @@ pub enum ApplyError {
         source: kube::Error,
     },
     /// The API server refused an object: the commit must change.
-    #[error("{file}:{line}: {object} was rejected by the API server{}: {message}", if *.dry_run { " in the dry run, so nothing was applied" } else { "" })]
+    #[error("{file}:{line}: {object} was rejected by the API server{}: {message}", phase.explain())]
     Rejected {
         /// `Kind/namespace/name`.
         object: String,
@@ -130,8 +141,8 @@ pub enum ApplyError {
         file: String,
         /// Line of its document.
         line: usize,
-        /// Whether this happened in the dry run.
-        dry_run: bool,
+        /// When it happened.
+        phase: Phase,
         /// The API server's message.
         message: String,
     },
@@ -189,6 +200,35 @@ impl ApplyError {
             | Self::Prune { object, .. } => Some(object),
             Self::Discovery { .. } => None,
         }
+    }
+}
+
+/// When an object was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The dry run before anything of the revision was applied.
+    DryRun,
+    /// The dry run of the namespaced objects, after the revision's
+    /// cluster-scoped objects were applied (cluster mode, when they changed
+    /// the rules the namespaced ones are admitted by).
+    DryRunAfterClusterScoped,
+    /// The real apply.
+    Apply,
+}
+
+impl Phase {
+    fn explain(self) -> &'static str {
+        match self {
+            Self::DryRun => " in the dry run, so nothing was applied",
+            Self::DryRunAfterClusterScoped => {
+                " in the dry run after this revision's Namespaces and other cluster-scoped objects were applied, so none of its namespaced objects (FluxConfigs) was applied"
+            }
+            Self::Apply => "",
+        }
+    }
+
+    fn is_dry_run(self) -> bool {
+        !matches!(self, Self::Apply)
     }
 }
 
@@ -297,12 +337,117 @@ impl Planned {
         }
     }
 
+    /// The object's [`stage`].
+    pub fn stage(&self) -> u8 {
+        stage(
+            &self.resource.group,
+            &self.resource.kind,
+            self.manifest.scope,
+        )
+    }
+
     fn api(&self, client: &kube::Client) -> Api<DynamicObject> {
-        Api::namespaced_with(client.clone(), &self.manifest.namespace, &self.resource)
+        match self.manifest.scope {
+            Scope::Namespaced => {
+                Api::namespaced_with(client.clone(), &self.manifest.namespace, &self.resource)
+            }
+            Scope::Cluster => Api::all_with(client.clone(), &self.resource),
+        }
+    }
+
+    /// Marks the object as adopted (see [`ANNOTATION_ADOPTED`]).
+    pub fn mark_adopted(&mut self) {
+        if let Some(metadata) = self
+            .manifest
+            .object
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+        {
+            let annotations = metadata
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            if !annotations.is_object() {
+                *annotations = Value::Object(serde_json::Map::new());
+            }
+            if let Some(annotations) = annotations.as_object_mut() {
+                annotations.insert(ANNOTATION_ADOPTED.into(), Value::String("true".into()));
+            }
+        }
     }
 }
 
-/// Apply order of a kind: lower first.
+/// Whether a live object counts as adopted by `owner` when applied again:
+/// it exists and either was never labelled for `owner` (someone else made
+/// it) or was adopted before.
+pub fn is_adopted(live: &DynamicObject, owner: &Owner) -> bool {
+    let marked = live
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_ADOPTED))
+        .is_some_and(|v| v == "true");
+    marked || !owner.owns(live.metadata.labels.as_ref())
+}
+
+/// Whether a dry run's answer differs from the live object, ignoring what
+/// every write changes (resource version, managed fields' timestamps).
+pub fn differs(live: Option<&DynamicObject>, dry_run: &DynamicObject) -> bool {
+    let Some(live) = live else {
+        return true;
+    };
+    let comparable = |o: &DynamicObject| {
+        let mut value = serde_json::to_value(o).unwrap_or(Value::Null);
+        if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.remove("resourceVersion");
+            metadata.remove("managedFields");
+        }
+        value
+    };
+    comparable(live) != comparable(dry_run)
+}
+
+/// Reads the live object a planned one would write, if it exists. An object
+/// the reconciler may not read counts as absent: the dry run that follows
+/// says what is forbidden.
+pub async fn get_live(
+    client: &kube::Client,
+    planned: &Planned,
+) -> Result<Option<DynamicObject>, ApplyError> {
+    let m = &planned.manifest;
+    match planned.api(client).get_opt(&m.name).await {
+        Err(kube::Error::Api(s)) if s.code == 403 => Ok(None),
+        other => other.map_err(|source| match is_rejection(&source) {
+            Some(message) => ApplyError::Rejected {
+                object: m.display(),
+                file: m.file.clone(),
+                line: m.line,
+                phase: Phase::DryRun,
+                message,
+            },
+            None => ApplyError::Api {
+                object: m.display(),
+                file: m.file.clone(),
+                line: m.line,
+                source,
+            },
+        }),
+    }
+}
+
+/// Apply stage of an object: Namespaces (0), then other cluster-scoped
+/// objects such as PlatformDefaults (1), then namespaced objects (2), so
+/// that a FluxConfig's namespace and the rules the admission webhook checks
+/// it against exist before it is applied. Only cluster mode has stages 0
+/// and 1.
+pub fn stage(group: &str, kind: &str, scope: Scope) -> u8 {
+    match (group, kind, scope) {
+        ("", "Namespace", _) => 0,
+        (_, _, Scope::Cluster) => 1,
+        (_, _, Scope::Namespaced) => 2,
+    }
+}
+
+/// Apply order of a kind within its stage: lower first.
 pub fn kind_rank(group: &str, kind: &str) -> u8 {
     match (group, kind) {
         ("", "ServiceAccount") => 0,
@@ -333,7 +478,7 @@ pub fn plan(manifests: Vec<Manifest>, kinds: &Kinds, owner: &Owner) -> Vec<Plann
         })
         .collect();
     planned.sort_by(|a, b| {
-        let rank = |p: &Planned| kind_rank(&p.resource.group, &p.resource.kind);
+        let rank = |p: &Planned| (p.stage(), kind_rank(&p.resource.group, &p.resource.kind));
         (
             rank(a),
             &a.manifest.kind,
@@ -371,10 +516,10 @@ pub fn applied_fields(object: &DynamicObject) -> Option<Value> {
 async fn apply_one(
     client: &kube::Client,
     planned: &Planned,
-    dry_run: bool,
+    phase: Phase,
 ) -> Result<DynamicObject, ApplyError> {
     let mut params = PatchParams::apply(FIELD_MANAGER).force();
-    if dry_run {
+    if phase.is_dry_run() {
         params = params.dry_run();
     }
     let m = &planned.manifest;
@@ -387,7 +532,7 @@ async fn apply_one(
                 object: m.display(),
                 file: m.file.clone(),
                 line: m.line,
-                dry_run,
+                phase,
                 message,
             },
             None => ApplyError::Api {
@@ -403,15 +548,25 @@ async fn apply_one(
 /// runs admission and validation (and RBAC) without persisting anything.
 pub async fn dry_run(client: &kube::Client, planned: &[Planned]) -> Result<(), ApplyError> {
     for p in planned {
-        apply_one(client, p, true).await?;
+        apply_one(client, p, Phase::DryRun).await?;
     }
     Ok(())
+}
+
+/// Server-side applies one object with `dryRun=All` in `phase`; returns the
+/// object as it would be.
+pub async fn dry_run_one(
+    client: &kube::Client,
+    planned: &Planned,
+    phase: Phase,
+) -> Result<DynamicObject, ApplyError> {
+    apply_one(client, planned, phase).await
 }
 
 /// Server-side applies one object for real; returns the manager's field set
 /// after the apply.
 pub async fn apply(client: &kube::Client, planned: &Planned) -> Result<Option<Value>, ApplyError> {
-    let live = apply_one(client, planned, false).await?;
+    let live = apply_one(client, planned, Phase::Apply).await?;
     Ok(applied_fields(&live))
 }
 
@@ -427,6 +582,9 @@ pub enum Pruned {
     /// The reconciler may not read or delete it (its namespace is no longer
     /// allowed): left alone and dropped from the inventory.
     Forbidden,
+    /// It existed before the reconciler adopted it ([`ANNOTATION_ADOPTED`]):
+    /// the reconciler's labels and fields were removed, the object kept.
+    Released,
 }
 
 /// Deletes one object gone from Git, if it still carries `owner`'s labels.
@@ -436,11 +594,10 @@ pub async fn prune(
     entry: &ObjectRef,
     owner: &Owner,
 ) -> Result<Pruned, ApplyError> {
-    let object = format!(
-        "{}/{}/{}",
-        entry.kind,
+    let object = display_object(
+        &entry.kind,
         entry.namespace.as_deref().unwrap_or_default(),
-        entry.name
+        &entry.name,
     );
     let prune_err = |source| ApplyError::Prune {
         object: object.clone(),
@@ -450,11 +607,17 @@ pub async fn prune(
     let Some(resource) = kinds.resource(&entry.api_version, &entry.kind) else {
         return Ok(Pruned::Gone);
     };
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        entry.namespace.as_deref().unwrap_or_default(),
-        resource,
-    );
+    let api: Api<DynamicObject> = match (
+        kinds.scope(&entry.api_version, &entry.kind),
+        &entry.namespace,
+    ) {
+        (Ok(Scope::Namespaced), Some(namespace)) => {
+            Api::namespaced_with(client.clone(), namespace, resource)
+        }
+        (Ok(Scope::Cluster), None) => Api::all_with(client.clone(), resource),
+        // The kind changed scope since it was applied: not the same object.
+        _ => return Ok(Pruned::Gone),
+    };
     let live = match api.get_opt(&entry.name).await {
         Ok(Some(live)) => live,
         Ok(None) => return Ok(Pruned::Gone),
@@ -463,6 +626,34 @@ pub async fn prune(
     };
     if !owner.owns(live.metadata.labels.as_ref()) {
         return Ok(Pruned::NotOwned);
+    }
+    let adopted = live
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_ADOPTED))
+        .is_some_and(|v| v == "true");
+    if adopted {
+        // Applying nothing but the identity drops every field only this
+        // manager held: the labels, the annotation, whatever it set.
+        let bare = serde_json::json!({
+            "apiVersion": entry.api_version,
+            "kind": entry.kind,
+            "metadata": {"name": entry.name},
+        });
+        return match api
+            .patch(
+                &entry.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&bare),
+            )
+            .await
+        {
+            Ok(_) => Ok(Pruned::Released),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Pruned::Gone),
+            Err(kube::Error::Api(s)) if s.code == 403 => Ok(Pruned::Forbidden),
+            Err(e) => Err(prune_err(e)),
+        };
     }
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
@@ -497,6 +688,7 @@ mod tests {
             line: 1,
             api_version: api_version.into(),
             kind: kind.into(),
+            scope: Scope::Namespaced,
             namespace: "team-a".into(),
             name: name.into(),
             object: serde_json::json!({
@@ -576,5 +768,102 @@ mod tests {
         });
         assert_eq!(a, b);
         assert_eq!(a.to_string(), "HorizontalPodAutoscaler/a/x");
+    }
+
+    #[test]
+    fn cluster_scoped_objects_come_first_namespaces_before_all() {
+        let mut k = kinds(&[("fluxgate.dev/v1alpha1", "FluxConfig"), ("v1", "ConfigMap")]);
+        for (av, kind) in [
+            ("v1", "Namespace"),
+            ("fluxgate.dev/v1alpha1", "PlatformDefaults"),
+        ] {
+            k.known.insert(
+                (av.into(), kind.into()),
+                Ok((ApiResource::from_gvk(&gvk_of(av, kind)), Scope::Cluster)),
+            );
+        }
+        let cluster = |av: &str, kind: &str| Manifest {
+            scope: Scope::Cluster,
+            namespace: String::new(),
+            ..manifest(av, kind, "x")
+        };
+        let manifests = vec![
+            manifest("fluxgate.dev/v1alpha1", "FluxConfig", "x"),
+            manifest("v1", "ConfigMap", "x"),
+            cluster("fluxgate.dev/v1alpha1", "PlatformDefaults"),
+            cluster("v1", "Namespace"),
+        ];
+        let owner = Owner {
+            name: "platform".into(),
+            namespace: "fluxgate-system".into(),
+        };
+        let planned = plan(manifests, &k, &owner);
+        let order: Vec<String> = planned.iter().map(|p| p.key().to_string()).collect();
+        assert_eq!(
+            order,
+            [
+                "Namespace/x",
+                "PlatformDefaults/x",
+                "ConfigMap/team-a/x",
+                "FluxConfig/team-a/x"
+            ]
+        );
+    }
+
+    #[test]
+    fn adoption_is_marked_and_recognised() {
+        let owner = Owner {
+            name: "platform".into(),
+            namespace: "fluxgate-system".into(),
+        };
+        let ns = |labels: serde_json::Value, annotations: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "team-a", "labels": labels, "annotations": annotations},
+            }))
+            .unwrap()
+        };
+        let ours = serde_json::json!({
+            LABEL_FLUX_CONFIG: "platform",
+            LABEL_FLUX_CONFIG_NAMESPACE: "fluxgate-system",
+        });
+        // Made by someone else: adopted. Made by us: not. Adopted before: still.
+        assert!(is_adopted(
+            &ns(serde_json::json!({}), serde_json::json!({})),
+            &owner
+        ));
+        assert!(!is_adopted(
+            &ns(ours.clone(), serde_json::json!({})),
+            &owner
+        ));
+        assert!(is_adopted(
+            &ns(ours, serde_json::json!({ANNOTATION_ADOPTED: "true"})),
+            &owner
+        ));
+
+        let mut p = Planned {
+            manifest: manifest("v1", "Namespace", "team-a"),
+            resource: ApiResource::from_gvk(&gvk_of("v1", "Namespace")),
+        };
+        p.mark_adopted();
+        assert_eq!(
+            p.manifest.object["metadata"]["annotations"][ANNOTATION_ADOPTED],
+            "true"
+        );
+    }
+
+    #[test]
+    fn differences_ignore_what_every_write_changes() {
+        let obj = |rv: &str, label: &str| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "a", "resourceVersion": rv, "labels": {"x": label},
+                             "managedFields": [{"manager": "m", "operation": "Apply", "time": format!("2024-01-01T00:00:0{rv}Z")}]},
+            }))
+            .unwrap()
+        };
+        assert!(!differs(Some(&obj("1", "a")), &obj("2", "a")));
+        assert!(differs(Some(&obj("1", "a")), &obj("1", "b")));
+        assert!(differs(None, &obj("1", "a")));
     }
 }

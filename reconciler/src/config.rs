@@ -1,25 +1,35 @@
 //! Command line of `fluxgate-reconciler` (each flag also an environment
-//! variable). The operator's Deployment runs
-//! `fluxgate-reconciler reconcile --namespace=<ns>` with
-//! `FLUXGATE_FLUXCONFIGS=<names>`; everything else has a default that fits
-//! the provisioned pod.
+//! variable). Two modes:
+//!
+//! - `reconcile` (team mode): the operator's Deployment runs
+//!   `fluxgate-reconciler reconcile --namespace=<ns>` with
+//!   `FLUXGATE_FLUXCONFIGS=<names>`; everything else has a default that fits
+//!   the provisioned pod.
+//! - `platform` (cluster mode): the platform team's Deployment runs
+//!   `fluxgate-reconciler platform --namespace=fluxgate-system --name=platform`
+//!   to sync the platform config repository (see the crate docs).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use fluxgate_platform_defaults::render::{ADMIN_PORT, CREDENTIALS_MOUNT_DIR};
 
-use crate::manifests::{DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, Limits};
+use crate::manifests::{DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, KindRef, Limits};
 
 /// `fluxgate-reconciler`.
+///
+/// `Cli` alone (`Cli<Command>`) parses team mode only, which is what the
+/// operator renders; the binary parses [`Cli<Mode>`](Mode), which adds
+/// `platform`.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "fluxgate-reconciler",
     version,
-    about = "Syncs a team's Git repositories into its namespaces."
+    about = "Syncs a team's Git repositories into its namespaces, or the platform config repository into the cluster.",
+    long_about = None
 )]
-pub struct Cli {
+pub struct Cli<C: clap::Subcommand = Command> {
     /// Log format: `json` or `text`.
     #[arg(
         long,
@@ -31,14 +41,26 @@ pub struct Cli {
 
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: C,
 }
 
-/// Subcommands.
+/// Team-mode subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
     /// Serve the FluxConfigs of one namespace until stopped.
     Reconcile(ReconcileArgs),
+}
+
+/// Every subcommand of the binary.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Mode {
+    /// Team mode.
+    #[command(flatten)]
+    Team(Command),
+    /// Sync the platform config repository (Namespaces, PlatformDefaults,
+    /// FluxConfigs) as configured by one FluxConfig in the platform
+    /// namespace, until stopped.
+    Platform(PlatformArgs),
 }
 
 /// Flags of `reconcile`.
@@ -59,6 +81,49 @@ pub struct ReconcileArgs {
     )]
     pub flux_configs: Vec<String>,
 
+    /// Flags both modes share.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Flags of `platform`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlatformArgs {
+    /// The platform namespace: where the FluxConfig configuring this
+    /// instance is, and where its inventory and events go.
+    #[arg(long, env = "FLUXGATE_NAMESPACE", default_value = "fluxgate-system")]
+    pub namespace: String,
+
+    /// Name of that FluxConfig. Its `spec` is the configuration (no
+    /// operator resolves it) and its `status` the report.
+    #[arg(long, env = "FLUXGATE_PLATFORM_NAME", default_value = "platform")]
+    pub name: String,
+
+    /// Credentials Secret for the platform repository: a directory of that
+    /// name under `--credentials-dir` with `username` and `password`.
+    /// Without it the repository is fetched anonymously.
+    #[arg(long, env = "FLUXGATE_CREDENTIALS_SECRET")]
+    pub credentials_secret: Option<String>,
+
+    /// One more kind the platform repository may hold, as `<group>/<Kind>`
+    /// (`core/ConfigMap` for the core group), repeatable. Namespaces,
+    /// PlatformDefaults and FluxConfigs are always allowed. What the
+    /// instance may really write is still limited by its ClusterRole.
+    #[arg(
+        long = "allow-kind",
+        env = "FLUXGATE_ALLOW_KINDS",
+        value_delimiter = ','
+    )]
+    pub allow_kinds: Vec<KindRef>,
+
+    /// Flags both modes share.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Flags of both modes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
     /// Directory holding one directory per credentials Secret, named like
     /// the platform Secret, with `username` and `password` files.
     #[arg(long, env = "FLUXGATE_CREDENTIALS_DIR", default_value = CREDENTIALS_MOUNT_DIR)]
@@ -97,7 +162,7 @@ fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT))
 }
 
-impl ReconcileArgs {
+impl CommonArgs {
     /// The manifest limits.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -110,7 +175,9 @@ impl ReconcileArgs {
     pub fn git_timeout(&self) -> Duration {
         Duration::from_secs(self.git_timeout_seconds.max(1))
     }
+}
 
+impl ReconcileArgs {
     /// The FluxConfig names to serve (empty: all).
     pub fn served(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -123,6 +190,16 @@ impl ReconcileArgs {
         names.dedup();
         names
     }
+}
+
+/// Whether `name` is a single plain path component, so that joining it to
+/// the credentials directory cannot leave it.
+pub fn is_plain_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(Component::Normal(_)), None)
+    )
 }
 
 #[cfg(test)]
@@ -145,9 +222,60 @@ mod tests {
         let Command::Reconcile(args) = cli.command;
         assert_eq!(args.namespace, "team-a");
         assert_eq!(args.served(), ["api", "web"]);
-        assert_eq!(args.credentials_dir, PathBuf::from("/var/run/fluxgate/git"));
-        assert_eq!(args.admin_listen.port(), 8080);
-        assert_eq!(args.work_dir, PathBuf::from("/tmp/fluxgate"));
-        assert_eq!(args.limits(), Limits::default());
+        let common = &args.common;
+        assert_eq!(
+            common.credentials_dir,
+            PathBuf::from("/var/run/fluxgate/git")
+        );
+        assert_eq!(common.admin_listen.port(), 8080);
+        assert_eq!(common.work_dir, PathBuf::from("/tmp/fluxgate"));
+        assert_eq!(common.limits(), Limits::default());
+
+        // The binary parses the same line.
+        let cli =
+            Cli::<Mode>::try_parse_from(["fluxgate-reconciler", "reconcile", "--namespace=a"])
+                .unwrap();
+        assert!(matches!(cli.command, Mode::Team(Command::Reconcile(_))));
+    }
+
+    #[test]
+    fn parses_platform_mode_with_defaults_and_allowed_kinds() {
+        let cli = Cli::<Mode>::try_parse_from([
+            "fluxgate-reconciler",
+            "platform",
+            "--allow-kind=rbac.authorization.k8s.io/ClusterRole",
+            "--allow-kind",
+            "core/ConfigMap",
+            "--credentials-secret=git-platform",
+        ])
+        .unwrap();
+        let Mode::Platform(args) = cli.command else {
+            panic!("platform mode expected");
+        };
+        assert_eq!(args.namespace, "fluxgate-system");
+        assert_eq!(args.name, "platform");
+        assert_eq!(args.credentials_secret.as_deref(), Some("git-platform"));
+        let kinds: Vec<String> = args.allow_kinds.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            kinds,
+            ["rbac.authorization.k8s.io/ClusterRole", "core/ConfigMap"]
+        );
+        assert_eq!(args.common.admin_listen.port(), 8080);
+
+        // A kind without its group is ambiguous.
+        assert!(
+            Cli::<Mode>::try_parse_from(["fluxgate-reconciler", "platform", "--allow-kind=Secret"])
+                .is_err()
+        );
+        // Team mode does not know the platform subcommand.
+        assert!(Cli::<Command>::try_parse_from(["fluxgate-reconciler", "platform"]).is_err());
+    }
+
+    #[test]
+    fn credentials_names_must_be_plain() {
+        assert!(is_plain_name("git-corp"));
+        for bad in ["", "..", "../etc", "a/b", "/etc", "."] {
+            assert!(!is_plain_name(bad), "{bad:?}");
+        }
     }
 }

@@ -29,7 +29,8 @@ use tokio::sync::Notify;
 
 use crate::apply::{LABEL_FLUX_CONFIG, LABEL_FLUX_CONFIG_NAMESPACE, ObjectKey, applied_fields};
 
-/// One watch: a resource in a namespace.
+/// One watch: a resource in a namespace (empty: a cluster-scoped
+/// resource, watched cluster-wide).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WatchKey {
     /// API group.
@@ -255,7 +256,8 @@ impl Tracker {
         Some(ObjectKey {
             group: watch.group.clone(),
             kind: watch.kind.clone(),
-            namespace: object.metadata.namespace.clone()?,
+            // Cluster-scoped objects have none, like their keys.
+            namespace: object.metadata.namespace.clone().unwrap_or_default(),
             name: object.metadata.name.clone()?,
         })
     }
@@ -307,7 +309,12 @@ impl Tracker {
 }
 
 async fn run_watch(tracker: Weak<Tracker>, client: kube::Client, team: String, key: WatchKey) {
-    let api: Api<DynamicObject> = Api::namespaced_with(client, &key.namespace, &key.resource());
+    // An empty namespace is a cluster-scoped kind (cluster mode).
+    let api: Api<DynamicObject> = if key.namespace.is_empty() {
+        Api::all_with(client, &key.resource())
+    } else {
+        Api::namespaced_with(client, &key.namespace, &key.resource())
+    };
     let config = watcher::Config::default().labels(&format!(
         "{LABEL_FLUX_CONFIG_NAMESPACE}={team},{LABEL_FLUX_CONFIG}"
     ));

@@ -5,14 +5,16 @@
 //!   tried again, the reconciler waits for a new one (or a new effective
 //!   config).
 //! - **stalled**: the platform's configuration is wrong (credentials
-//!   missing or refused, the branch does not exist). `Stalled=True`; retried
-//!   at the interval, since a fix needs no new commit.
+//!   missing or refused, the branch does not exist), or (cluster mode) a
+//!   namespaced object was refused right after the commit's cluster-scoped
+//!   objects changed the rules. `Stalled=True`; retried at the interval,
+//!   since a fix needs no new commit.
 //! - **transient**: Git or the API server is unreachable. What runs is
 //!   kept, `Reconciling=True`, retried with backoff.
 
 use fluxgate_crds::LastError;
 
-use crate::apply::ApplyError;
+use crate::apply::{ApplyError, Phase};
 use crate::git::GitError;
 use crate::manifests::ManifestError;
 
@@ -111,6 +113,17 @@ impl SyncError {
             Self::Apply(e) => (
                 if e.is_transient() {
                     Class::Transient
+                } else if matches!(
+                    e,
+                    ApplyError::Rejected {
+                        phase: Phase::DryRunAfterClusterScoped,
+                        ..
+                    }
+                ) {
+                    // Judged right after the rules changed: the next
+                    // interval judges the same commit again, against rules
+                    // the webhook has surely seen by then.
+                    Class::Stalled
                 } else {
                     Class::Terminal
                 },
@@ -195,5 +208,22 @@ mod tests {
             (f.class, f.reason),
             (Class::Stalled, reasons::AUTHENTICATION_FAILED)
         );
+    }
+
+    #[test]
+    fn a_refusal_right_after_the_rules_changed_is_retried() {
+        let rejected = |phase| {
+            SyncError::Apply(ApplyError::Rejected {
+                object: "FluxConfig/team-a/web".into(),
+                file: "teams/team-a/fluxconfig.yaml".into(),
+                line: 1,
+                phase,
+                message: "denied".into(),
+            })
+        };
+        let f = rejected(Phase::DryRunAfterClusterScoped).failure(None);
+        assert_eq!((f.class, f.reason), (Class::Stalled, reasons::APPLY_FAILED));
+        assert_eq!(f.error.object.as_deref(), Some("FluxConfig/team-a/web"));
+        assert_eq!(rejected(Phase::DryRun).failure(None).class, Class::Terminal);
     }
 }

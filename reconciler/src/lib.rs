@@ -1,5 +1,6 @@
 //! The per-team fluxgate reconciler: syncs a team's Git repositories into
-//! its namespaces.
+//! its namespaces. The same binary, in cluster mode, syncs the platform
+//! config repository (see below).
 //!
 //! One instance runs per team namespace, as the ServiceAccount the operator
 //! provisioned there, so the API server enforces what it may touch. It
@@ -25,8 +26,21 @@
 //!   `fluxgate.dev/reconciler`): conditions `Ready`, `Reconciling`,
 //!   `Stalled`, `lastAppliedRevision` and `lastAttemptedRevision`
 //!   (`<ref>@sha1:<sha>`), `inventory`, `lastError`.
+//!
+//! # Cluster mode
+//!
+//! `fluxgate-reconciler platform` ([`run_platform_with_client`]) runs one
+//! instance for the platform config repository, as the platform team's
+//! ServiceAccount `fluxgate-platform-sync`, configured by the `spec` of one
+//! FluxConfig in the platform namespace ([`cluster`]) and reporting on its
+//! status like a team reconciler. The repository may hold Namespaces,
+//! PlatformDefaults and FluxConfigs (plus `--allow-kind` kinds); they are
+//! applied in that order, so team FluxConfigs pass the admission webhook
+//! like any other write, and a denial stalls the instance with the
+//! webhook's message.
 
 pub mod apply;
+pub mod cluster;
 pub mod config;
 pub mod drift;
 pub mod error;
@@ -52,7 +66,7 @@ use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-pub use config::{Cli, Command, ReconcileArgs};
+pub use config::{Cli, Command, CommonArgs, Mode, PlatformArgs, ReconcileArgs};
 
 /// Why the reconciler stopped.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +120,58 @@ pub async fn run_with_client(
     handle: Handle,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
+    let served = args.served();
+    let instance = Instance {
+        namespace: args.namespace,
+        served,
+        common: args.common,
+        mode: worker::SyncMode::Team,
+    };
+    run_instance(client, instance, handle, shutdown).await
+}
+
+/// Runs the platform instance (cluster mode) with `client` until
+/// `shutdown` resolves. Tests call this with a client holding only the
+/// token of the ServiceAccount `fluxgate-platform-sync`.
+pub async fn run_platform_with_client(
+    client: kube::Client,
+    args: PlatformArgs,
+    handle: Handle,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let instance = Instance {
+        namespace: args.namespace,
+        served: vec![args.name],
+        common: args.common,
+        mode: worker::SyncMode::Cluster(cluster::Settings {
+            extra_kinds: args.allow_kinds,
+            credentials_secret: args.credentials_secret,
+        }),
+    };
+    run_instance(client, instance, handle, shutdown).await
+}
+
+/// What one running reconciler serves.
+struct Instance {
+    namespace: String,
+    /// FluxConfig names; empty serves all of the namespace (team mode).
+    served: Vec<String>,
+    common: CommonArgs,
+    mode: worker::SyncMode,
+}
+
+async fn run_instance(
+    client: kube::Client,
+    instance: Instance,
+    handle: Handle,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let Instance {
+        namespace,
+        served,
+        common: args,
+        mode,
+    } = instance;
     std::fs::create_dir_all(&args.work_dir).map_err(|source| RunError::WorkDir {
         path: args.work_dir.clone(),
         source,
@@ -117,17 +183,18 @@ pub async fn run_with_client(
             instance: Some(args.identity.clone()),
         },
     );
-    let tracker = drift::Tracker::new(client.clone(), &args.namespace);
-    let served = args.served();
+    let tracker = drift::Tracker::new(client.clone(), &namespace);
+    let cluster_mode = matches!(mode, worker::SyncMode::Cluster(_));
     let shared = Arc::new(worker::Shared {
         client: client.clone(),
-        namespace: args.namespace.clone(),
+        namespace,
         args,
+        mode,
         recorder,
         metrics: handle.metrics.clone(),
         tracker: tracker.clone(),
     });
-    info!(namespace = %shared.namespace, flux_configs = ?served, "starting fluxgate reconciler");
+    info!(namespace = %shared.namespace, flux_configs = ?served, cluster_mode, "starting fluxgate reconciler");
 
     let mut workers: HashMap<String, watch::Sender<Option<Arc<FluxConfig>>>> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -142,9 +209,14 @@ pub async fn run_with_client(
     let serve_all = served.is_empty();
 
     let api: Api<DeserializeGuard<FluxConfig>> = Api::namespaced(client.clone(), &shared.namespace);
-    let mut stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    // The platform instance serves one FluxConfig: watch only that one.
+    let config = match served.as_slice() {
+        [only] if cluster_mode => {
+            watcher::Config::default().fields(&format!("metadata.name={only}"))
+        }
+        _ => watcher::Config::default(),
+    };
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     let ready = handle.ready.clone();
     let watch_loop = async move {
         let mut listed: HashSet<String> = HashSet::new();
@@ -206,14 +278,26 @@ pub async fn run_with_client(
 /// Runs the reconciler as deployed: in-cluster (or kubeconfig) client,
 /// admin server, until SIGTERM or Ctrl-C.
 pub async fn run(args: ReconcileArgs) -> Result<(), RunError> {
+    let (client, handle) = deployed(args.common.admin_listen).await?;
+    run_with_client(client, args, handle, shutdown_signal()).await
+}
+
+/// Runs the platform instance as deployed, like [`run`].
+pub async fn run_platform(args: PlatformArgs) -> Result<(), RunError> {
+    let (client, handle) = deployed(args.common.admin_listen).await?;
+    run_platform_with_client(client, args, handle, shutdown_signal()).await
+}
+
+/// The client and a handle whose admin server listens on `admin_listen`.
+async fn deployed(admin_listen: std::net::SocketAddr) -> Result<(kube::Client, Handle), RunError> {
     let client = kube::Client::try_default()
         .await
         .map_err(RunError::Client)?;
     let handle = Handle::default();
-    let listener = tokio::net::TcpListener::bind(args.admin_listen)
+    let listener = tokio::net::TcpListener::bind(admin_listen)
         .await
         .map_err(|source| RunError::Admin {
-            addr: args.admin_listen,
+            addr: admin_listen,
             source,
         })?;
     let admin = metrics::admin_router(metrics::Health {
@@ -225,7 +309,7 @@ pub async fn run(args: ReconcileArgs) -> Result<(), RunError> {
             error!(error = %e, "admin server stopped");
         }
     });
-    run_with_client(client, args, handle, shutdown_signal()).await
+    Ok((client, handle))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

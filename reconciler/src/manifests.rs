@@ -15,11 +15,20 @@
 //! with the core's [`NamePattern`]), and objects defined twice. Objects
 //! without a namespace get the effective `targetNamespace`.
 //!
+//! In cluster mode (the platform config repository, [`Policy::cluster`])
+//! the rules differ: only the kinds of [`Policy::cluster`]'s allow-list
+//! pass (Namespaces, PlatformDefaults and FluxConfigs unless more were
+//! added), cluster-scoped objects are fine, every namespaced object must
+//! name its namespace (there is no default), and neither the platform
+//! namespace nor Kubernetes' own namespaces may be managed.
+//!
 //! Every error is about the commit, so it is terminal: the reconciler keeps
 //! what runs and waits for a new commit.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
 
 use fluxgate_crds::ObjectRef;
 use fluxgate_platform_defaults::documents::parse_documents;
@@ -85,7 +94,10 @@ pub struct Manifest {
     pub api_version: String,
     /// `kind`.
     pub kind: String,
-    /// Its namespace (defaulted to the target namespace).
+    /// Whether it is namespaced.
+    pub scope: Scope,
+    /// Its namespace (defaulted to the target namespace in team mode);
+    /// empty for a cluster-scoped object.
     pub namespace: String,
     /// `metadata.name`.
     pub name: String,
@@ -100,24 +112,113 @@ impl Manifest {
         ObjectRef {
             api_version: self.api_version.clone(),
             kind: self.kind.clone(),
-            namespace: Some(self.namespace.clone()),
+            namespace: match self.scope {
+                Scope::Namespaced => Some(self.namespace.clone()),
+                Scope::Cluster => None,
+            },
             name: self.name.clone(),
         }
     }
 
-    /// `Kind/namespace/name`, as `lastError.object` shows it.
+    /// `Kind/namespace/name` (`Kind/name` when cluster-scoped), as
+    /// `lastError.object` shows it.
     pub fn display(&self) -> String {
-        format!("{}/{}/{}", self.kind, self.namespace, self.name)
+        display_object(&self.kind, &self.namespace, &self.name)
+    }
+}
+
+/// `Kind/namespace/name`, or `Kind/name` without a namespace.
+pub fn display_object(kind: &str, namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        format!("{kind}/{name}")
+    } else {
+        format!("{kind}/{namespace}/{name}")
+    }
+}
+
+/// A kind by API group, whatever its version: an entry of the cluster-mode
+/// allow-list. Written `<group>/<Kind>`, with `core` (or nothing) for the
+/// core group: `core/Namespace`, `/Namespace`,
+/// `fluxgate.dev/FluxConfig`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KindRef {
+    /// API group; empty for the core group.
+    pub group: String,
+    /// Kind.
+    pub kind: String,
+}
+
+impl KindRef {
+    /// The kind `kind` of `group`.
+    pub fn new(group: &str, kind: &str) -> Self {
+        Self {
+            group: group.to_owned(),
+            kind: kind.to_owned(),
+        }
+    }
+
+    /// The kinds cluster mode always allows: Namespaces, PlatformDefaults
+    /// and FluxConfigs.
+    pub fn platform_defaults() -> Vec<Self> {
+        vec![
+            Self::new("", "Namespace"),
+            Self::new(fluxgate_crds::GROUP, "PlatformDefaults"),
+            Self::new(fluxgate_crds::GROUP, "FluxConfig"),
+        ]
+    }
+
+    fn of(api_version: &str, kind: &str) -> Self {
+        Self::new(api_version.rsplit_once('/').map_or("", |(g, _)| g), kind)
+    }
+}
+
+impl fmt::Display for KindRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            &self.group
+        };
+        write!(f, "{group}/{}", self.kind)
+    }
+}
+
+impl FromStr for KindRef {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let Some((group, kind)) = text.rsplit_once('/') else {
+            return Err(format!(
+                "{text:?} names no API group; write <group>/<Kind>, e.g. rbac.authorization.k8s.io/ClusterRole or core/ConfigMap"
+            ));
+        };
+        let group = if group == "core" { "" } else { group };
+        let kind_ok = kind.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && kind.chars().all(|c| c.is_ascii_alphanumeric());
+        let group_ok = group
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            || group.is_empty();
+        if !kind_ok || !group_ok {
+            return Err(format!(
+                "{text:?} is not <group>/<Kind>; the kind is CamelCase letters and digits, the group a DNS name or core"
+            ));
+        }
+        Ok(Self::new(group, kind))
     }
 }
 
 /// What the reconciler may write: the effective `targetNamespace` and
-/// `allowedNamespaces`, plus names it reserves for itself.
+/// `allowedNamespaces`, plus names it reserves for itself; in cluster mode,
+/// the allowed kinds instead.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// Namespace of objects that name none.
+    /// Namespace of objects that name none (empty in cluster mode: they
+    /// must name one).
     pub target_namespace: String,
-    /// The FluxConfig's namespace (for `{namespace}` in patterns).
+    /// The FluxConfig's namespace (for `{namespace}` in patterns; the
+    /// platform namespace in cluster mode).
     pub team_namespace: String,
     /// The allowed namespace patterns as written in `status.effective`.
     pub allowed_texts: Vec<String>,
@@ -125,7 +226,14 @@ pub struct Policy {
     /// Prefix of the ConfigMaps in the team namespace the reconciler keeps
     /// for itself (its inventories); a manifest may not overwrite them.
     pub reserved_config_map_prefix: String,
+    /// Cluster mode: the kinds allowed. `None` in team mode.
+    pub allowed_kinds: Option<Vec<KindRef>>,
 }
+
+/// Namespaces the platform repository may never hold as `Namespace`
+/// objects (nor prune): Kubernetes' own. The platform namespace is added by
+/// [`Policy::cluster`].
+const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 impl Policy {
     /// A policy from the effective config. Patterns that do not parse match
@@ -145,14 +253,52 @@ impl Policy {
                 .filter_map(|p| NamePattern::namespace(p).ok())
                 .collect(),
             reserved_config_map_prefix: reserved_config_map_prefix.to_owned(),
+            allowed_kinds: None,
+        }
+    }
+
+    /// The cluster-mode policy of the platform instance whose FluxConfig is
+    /// in `platform_namespace`: [`KindRef::platform_defaults`] plus
+    /// `extra_kinds`, in any namespace.
+    pub fn cluster(
+        platform_namespace: &str,
+        extra_kinds: &[KindRef],
+        reserved_config_map_prefix: &str,
+    ) -> Self {
+        let mut kinds = KindRef::platform_defaults();
+        for kind in extra_kinds {
+            if !kinds.contains(kind) {
+                kinds.push(kind.clone());
+            }
+        }
+        Self {
+            target_namespace: String::new(),
+            team_namespace: platform_namespace.to_owned(),
+            allowed_texts: vec!["*".to_owned()],
+            allowed: Vec::new(),
+            reserved_config_map_prefix: reserved_config_map_prefix.to_owned(),
+            allowed_kinds: Some(kinds),
         }
     }
 
     /// Whether objects may be written to `namespace`.
     pub fn allows(&self, namespace: &str) -> bool {
-        self.allowed
-            .iter()
-            .any(|p| p.matches(namespace, &self.team_namespace))
+        self.allowed_kinds.is_some()
+            || self
+                .allowed
+                .iter()
+                .any(|p| p.matches(namespace, &self.team_namespace))
+    }
+
+    /// Why a `Namespace` object may not be managed, if it may not.
+    fn protected_namespace(&self, name: &str) -> Option<&'static str> {
+        if name == self.team_namespace {
+            Some("it is the platform namespace, where this instance runs")
+        } else if SYSTEM_NAMESPACES.contains(&name) || name.starts_with("kube-") {
+            Some("it is one of Kubernetes' own namespaces")
+        } else {
+            None
+        }
     }
 }
 
@@ -316,6 +462,46 @@ pub enum ManifestError {
         /// `Kind/namespace/name`.
         object: String,
     },
+    /// Cluster mode: a kind outside the allow-list.
+    #[error(
+        "{file}:{line}: {object} is a {kind}, which the platform repository may not hold; allowed kinds: {allowed} (the platform instance's --allow-kind adds more)"
+    )]
+    KindNotAllowed {
+        /// The file.
+        file: String,
+        /// The line.
+        line: usize,
+        /// `Kind/namespace/name` or `Kind/name`.
+        object: String,
+        /// `group/Kind`.
+        kind: String,
+        /// The allowed kinds, comma-separated.
+        allowed: String,
+    },
+    /// Cluster mode: a namespaced object without a namespace.
+    #[error(
+        "{file}:{line}: {object} names no namespace; in the platform repository every namespaced object must set metadata.namespace"
+    )]
+    NamespaceRequired {
+        /// The file.
+        file: String,
+        /// The line.
+        line: usize,
+        /// `Kind/name`.
+        object: String,
+    },
+    /// Cluster mode: an object the platform repository may not manage.
+    #[error("{file}:{line}: {object} may not be managed from the platform repository: {reason}")]
+    Protected {
+        /// The file.
+        file: String,
+        /// The line.
+        line: usize,
+        /// `Kind/namespace/name` or `Kind/name`.
+        object: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl ManifestError {
@@ -335,7 +521,10 @@ impl ManifestError {
             | Self::ClusterScoped { file, .. }
             | Self::NamespaceNotAllowed { file, .. }
             | Self::Duplicate { file, .. }
-            | Self::Reserved { file, .. } => Some(file),
+            | Self::Reserved { file, .. }
+            | Self::KindNotAllowed { file, .. }
+            | Self::NamespaceRequired { file, .. }
+            | Self::Protected { file, .. } => Some(file),
         }
     }
 
@@ -348,7 +537,10 @@ impl ManifestError {
             | Self::ClusterScoped { line, .. }
             | Self::NamespaceNotAllowed { line, .. }
             | Self::Duplicate { line, .. }
-            | Self::Reserved { line, .. } => Some(*line),
+            | Self::Reserved { line, .. }
+            | Self::KindNotAllowed { line, .. }
+            | Self::NamespaceRequired { line, .. }
+            | Self::Protected { line, .. } => Some(*line),
             _ => None,
         }
     }
@@ -359,7 +551,10 @@ impl ManifestError {
             Self::ClusterScoped { object, .. }
             | Self::NamespaceNotAllowed { object, .. }
             | Self::Duplicate { object, .. }
-            | Self::Reserved { object, .. } => Some(object),
+            | Self::Reserved { object, .. }
+            | Self::KindNotAllowed { object, .. }
+            | Self::NamespaceRequired { object, .. }
+            | Self::Protected { object, .. } => Some(object),
             _ => None,
         }
     }
@@ -618,6 +813,29 @@ pub fn validate(
         for field in SERVER_FIELDS {
             metadata.remove(*field);
         }
+        let written_namespace = metadata
+            .get("namespace")
+            .and_then(Value::as_str)
+            .filter(|ns| !ns.is_empty())
+            .map(str::to_owned);
+        let kind_ref = KindRef::of(&api_version, &kind);
+        // Cluster mode: the kind is checked before anything is asked about
+        // it, so the message is about the allow-list.
+        if let Some(allowed) = &policy.allowed_kinds
+            && !allowed.contains(&kind_ref)
+        {
+            return Err(ManifestError::KindNotAllowed {
+                file,
+                line,
+                object: display_object(&kind, written_namespace.as_deref().unwrap_or(""), &name),
+                kind: kind_ref.to_string(),
+                allowed: allowed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
         let scope = scope(&api_version, &kind).map_err(|message| ManifestError::UnknownKind {
             file: file.clone(),
             line,
@@ -625,20 +843,61 @@ pub fn validate(
             kind: kind.clone(),
             message,
         })?;
-        if scope == Scope::Cluster {
-            return Err(ManifestError::ClusterScoped {
-                file,
-                line,
-                object: format!("{kind}/{name}"),
-            });
-        }
-        let namespace = match metadata.get("namespace").and_then(Value::as_str) {
-            Some(ns) if !ns.is_empty() => ns.to_owned(),
-            _ => policy.target_namespace.clone(),
+        let cluster_mode = policy.allowed_kinds.is_some();
+        let namespace = match (scope, cluster_mode) {
+            (Scope::Cluster, false) => {
+                return Err(ManifestError::ClusterScoped {
+                    file,
+                    line,
+                    object: format!("{kind}/{name}"),
+                });
+            }
+            (Scope::Cluster, true) => {
+                // A namespace on a cluster-scoped object means nothing; the
+                // API server would refuse it.
+                metadata.remove("namespace");
+                if kind_ref == KindRef::new("", "Namespace")
+                    && let Some(reason) = policy.protected_namespace(&name)
+                {
+                    return Err(ManifestError::Protected {
+                        file,
+                        line,
+                        object: format!("{kind}/{name}"),
+                        reason: reason.to_owned(),
+                    });
+                }
+                String::new()
+            }
+            (Scope::Namespaced, true) => {
+                let Some(namespace) = written_namespace else {
+                    return Err(ManifestError::NamespaceRequired {
+                        file,
+                        line,
+                        object: format!("{kind}/{name}"),
+                    });
+                };
+                if kind_ref == KindRef::new(fluxgate_crds::GROUP, "FluxConfig")
+                    && namespace == policy.team_namespace
+                {
+                    return Err(ManifestError::Protected {
+                        file,
+                        line,
+                        object: format!("{kind}/{namespace}/{name}"),
+                        reason: "FluxConfigs in the platform namespace are neither checked by the admission webhook nor served by the operator, and the platform instance's own is managed outside the repository".to_owned(),
+                    });
+                }
+                metadata.insert("namespace".into(), Value::String(namespace.clone()));
+                namespace
+            }
+            (Scope::Namespaced, false) => {
+                let namespace =
+                    written_namespace.unwrap_or_else(|| policy.target_namespace.clone());
+                metadata.insert("namespace".into(), Value::String(namespace.clone()));
+                namespace
+            }
         };
-        metadata.insert("namespace".into(), Value::String(namespace.clone()));
-        let object = format!("{kind}/{namespace}/{name}");
-        if !policy.allows(&namespace) {
+        let object = display_object(&kind, &namespace, &name);
+        if scope == Scope::Namespaced && !policy.allows(&namespace) {
             return Err(ManifestError::NamespaceNotAllowed {
                 file,
                 line,
@@ -675,6 +934,7 @@ pub fn validate(
             line,
             api_version,
             kind,
+            scope,
             namespace,
             name,
             object: value,
@@ -701,7 +961,9 @@ mod tests {
 
     fn scope(_: &str, kind: &str) -> Result<Scope, String> {
         match kind {
-            "Namespace" | "ClusterRole" => Ok(Scope::Cluster),
+            "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "PlatformDefaults" => {
+                Ok(Scope::Cluster)
+            }
             "Widget" => Err("no such kind".into()),
             _ => Ok(Scope::Namespaced),
         }
@@ -943,5 +1205,127 @@ mod tests {
         let m = validate(exported, scope, &policy()).unwrap();
         assert!(m[0].object["metadata"].get("resourceVersion").is_none());
         assert!(m[0].object["metadata"].get("uid").is_none());
+    }
+
+    fn platform() -> Policy {
+        Policy::cluster(
+            "fluxgate-system",
+            &["rbac.authorization.k8s.io/ClusterRoleBinding"
+                .parse()
+                .unwrap()],
+            "fluxgate-inventory-",
+        )
+    }
+
+    const PLATFORM_REPO: &str = "apiVersion: v1
+kind: Namespace
+metadata:
+  name: team-a
+  namespace: ignored
+---
+apiVersion: fluxgate.dev/v1alpha1
+kind: PlatformDefaults
+metadata:
+  name: global
+spec: {}
+---
+apiVersion: fluxgate.dev/v1alpha1
+kind: FluxConfig
+metadata:
+  name: web
+  namespace: team-a
+spec:
+  repo: https://git.corp.example/team-a/web.git
+";
+
+    #[test]
+    fn cluster_mode_takes_namespaces_platform_defaults_and_flux_configs() {
+        let m = validate(doc(PLATFORM_REPO), scope, &platform()).unwrap();
+        let shown: Vec<String> = m.iter().map(Manifest::display).collect();
+        assert_eq!(
+            shown,
+            [
+                "Namespace/team-a",
+                "PlatformDefaults/global",
+                "FluxConfig/team-a/web"
+            ]
+        );
+        assert_eq!(m[0].scope, Scope::Cluster);
+        assert!(m[0].object["metadata"].get("namespace").is_none());
+        assert_eq!(m[0].object_ref().namespace, None);
+        assert_eq!(m[2].object_ref().namespace.as_deref(), Some("team-a"));
+        // The extra kind passes too.
+        let crb = doc(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: x\n",
+        );
+        assert!(validate(crb, scope, &platform()).is_ok());
+    }
+
+    #[test]
+    fn cluster_mode_refuses_other_kinds_naming_file_object_and_allowed_kinds() {
+        let deployment = doc(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: team-a\n",
+        );
+        let err = validate(deployment, scope, &platform()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x.yaml:1: Deployment/team-a/web is a apps/Deployment, which the platform repository may not hold; allowed kinds: core/Namespace, fluxgate.dev/PlatformDefaults, fluxgate.dev/FluxConfig, rbac.authorization.k8s.io/ClusterRoleBinding (the platform instance's --allow-kind adds more)"
+        );
+        assert_eq!(err.file(), Some("x.yaml"));
+        assert_eq!(err.object(), Some("Deployment/team-a/web"));
+        // Checked before discovery: an unknown kind is still "not allowed".
+        let widget = doc("apiVersion: x.example/v1\nkind: Widget\nmetadata:\n  name: w\n");
+        let err = validate(widget, scope, &platform()).unwrap_err();
+        assert!(matches!(err, ManifestError::KindNotAllowed { .. }), "{err}");
+    }
+
+    #[test]
+    fn cluster_mode_requires_namespaces_and_protects_system_ones() {
+        let no_ns = doc(
+            "apiVersion: fluxgate.dev/v1alpha1\nkind: FluxConfig\nmetadata:\n  name: web\nspec: {}\n",
+        );
+        let err = validate(no_ns, scope, &platform()).unwrap_err();
+        assert!(
+            matches!(err, ManifestError::NamespaceRequired { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("FluxConfig/web names no namespace"),
+            "{err}"
+        );
+
+        for name in ["fluxgate-system", "kube-system", "kube-anything", "default"] {
+            let ns = doc(&format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
+            ));
+            let err = validate(ns, scope, &platform()).unwrap_err();
+            assert!(
+                matches!(err, ManifestError::Protected { .. }),
+                "{name}: {err}"
+            );
+        }
+        let own = doc(
+            "apiVersion: fluxgate.dev/v1alpha1\nkind: FluxConfig\nmetadata:\n  name: platform\n  namespace: fluxgate-system\n",
+        );
+        let err = validate(own, scope, &platform()).unwrap_err();
+        assert!(matches!(err, ManifestError::Protected { .. }), "{err}");
+    }
+
+    #[test]
+    fn kind_refs_parse_with_their_group() {
+        let k: KindRef = "core/ConfigMap".parse().unwrap();
+        assert_eq!(k, KindRef::new("", "ConfigMap"));
+        assert_eq!(k.to_string(), "core/ConfigMap");
+        assert_eq!("/ConfigMap".parse::<KindRef>().unwrap(), k);
+        assert_eq!(
+            "rbac.authorization.k8s.io/ClusterRole"
+                .parse::<KindRef>()
+                .unwrap(),
+            KindRef::new("rbac.authorization.k8s.io", "ClusterRole")
+        );
+        for bad in ["ConfigMap", "core/", "core/configMap", "a..b/X", "x/Y-Z"] {
+            assert!(bad.parse::<KindRef>().is_err(), "{bad}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! 1. observe (no IO): the FluxConfig's `status.effective`, once the
 //!    operator accepted it for the current generation ([`eligibility`]);
+//!    in cluster mode its `spec` ([`crate::cluster::read_spec`]);
 //! 2. resolve (Git): the commit the reference names; the commit already
 //!    applied (with the same effective config) ends the sync here, and a
 //!    commit already refused is not tried again;
@@ -12,15 +13,20 @@
 //! 4. read and validate (local, pure): [`crate::manifests`];
 //! 5. discover kinds, dry-run every object, then apply (API):
 //!    [`crate::apply`]; a refusal in the dry run leaves the cluster as it
-//!    was;
+//!    was. In cluster mode cluster-scoped objects (Namespaces,
+//!    PlatformDefaults) are applied first; when they change anything, the
+//!    namespaced objects (FluxConfigs) are dry-run only after them, since
+//!    the admission webhook judges FluxConfigs by those namespaces' labels
+//!    and those PlatformDefaults ([`Worker::apply_revision`]);
 //! 6. prune what left Git, save the inventory, watch what was applied;
 //! 7. status (one write, only when it changed) and events.
 //!
-//! `spec.suspend` (as `status.effective.suspend`) stops all of it, drift
-//! correction included; `Ready` keeps its status with reason `Suspended`.
+//! `spec.suspend` (as `status.effective.suspend`; the spec itself in
+//! cluster mode) stops all of it, drift correction included; `Ready` keeps
+//! its status with reason `Suspended`.
 
 use std::collections::{BTreeSet, HashSet};
-use std::path::{Component, Path};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,13 +40,16 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::apply::{self, FIELD_MANAGER, Kinds, ObjectKey, Owner, Planned, Pruned};
-use crate::config::ReconcileArgs;
+use crate::apply::{
+    self, ApplyError, FIELD_MANAGER, Kinds, ObjectKey, Owner, Phase, Planned, Pruned,
+};
+use crate::cluster;
+use crate::config::{CommonArgs, is_plain_name};
 use crate::drift::{Tracker, WatchKey};
 use crate::error::{Class, SyncError, chain};
 use crate::git::{Commit, Credentials, RefName, Source};
 use crate::inventory::{self, Inventory};
-use crate::manifests::{self, Policy};
+use crate::manifests::{self, Policy, Scope, display_object};
 use crate::metrics::Metrics;
 use crate::status::{self, Report};
 
@@ -56,15 +65,35 @@ const IDLE: Duration = Duration::from_secs(3600);
 /// Shortest interval honoured (the operator enforces the platform's
 /// minimum; this only protects the Git server from a zero).
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long, after applying cluster-scoped objects that changed, a refusal
+/// of a namespaced object in the dry run is retried: the admission webhook
+/// sees new PlatformDefaults and namespace labels through a watch, so it may
+/// judge by the old ones for a moment.
+const ADMISSION_SETTLE: Duration = Duration::from_secs(10);
+/// Pause between those retries.
+const SETTLE_STEP: Duration = Duration::from_millis(500);
+
+/// Team or cluster mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncMode {
+    /// A team reconciler: configured by `status.effective`, which the
+    /// operator resolved; namespaced objects in the allowed namespaces.
+    Team,
+    /// The platform instance: configured by the FluxConfig's `spec`; the
+    /// kinds of the platform repository, cluster-scoped ones included.
+    Cluster(cluster::Settings),
+}
 
 /// What every worker of a reconciler shares.
 pub struct Shared {
     /// The client, authenticated as the team's ServiceAccount.
     pub client: kube::Client,
-    /// The team namespace.
+    /// The team namespace (the platform namespace in cluster mode).
     pub namespace: String,
     /// The flags.
-    pub args: ReconcileArgs,
+    pub args: CommonArgs,
+    /// Team or cluster mode.
+    pub mode: SyncMode,
     /// Publishes events on FluxConfigs.
     pub recorder: Recorder,
     /// Metrics.
@@ -78,6 +107,7 @@ impl std::fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("namespace", &self.namespace)
             .field("args", &self.args)
+            .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
@@ -104,9 +134,31 @@ enum Eligibility {
     Sync(Inputs, Duration),
 }
 
-/// Reads what to do from the FluxConfig's status; the reconciler never
-/// resolves defaults itself.
-fn eligibility(fc: &FluxConfig) -> Result<Eligibility, SyncError> {
+/// Reads what to do: in team mode from the status (the reconciler never
+/// resolves defaults itself), in cluster mode from the spec.
+fn eligibility(fc: &FluxConfig, mode: &SyncMode) -> Result<Eligibility, SyncError> {
+    match mode {
+        SyncMode::Team => team_eligibility(fc),
+        SyncMode::Cluster(settings) => {
+            let Some(spec) = cluster::read_spec(&fc.spec, settings)? else {
+                return Ok(Eligibility::Suspended);
+            };
+            Ok(Eligibility::Sync(
+                Inputs {
+                    repo: spec.repo,
+                    reference: spec.reference,
+                    path: spec.path,
+                    target_namespace: String::new(),
+                    allowed_namespaces: Vec::new(),
+                    credentials_secret: settings.credentials_secret.clone(),
+                },
+                spec.interval.max(MIN_INTERVAL),
+            ))
+        }
+    }
+}
+
+fn team_eligibility(fc: &FluxConfig) -> Result<Eligibility, SyncError> {
     let Some(effective) = fc.status.as_ref().and_then(|s| s.effective.as_ref()) else {
         return Ok(Eligibility::Wait("no effective config yet".into()));
     };
@@ -138,16 +190,12 @@ fn eligibility(fc: &FluxConfig) -> Result<Eligibility, SyncError> {
         .credentials_secret
         .as_ref()
         .map(|s| s.value.clone());
-    if let Some(secret) = &credentials_secret {
-        let mut parts = Path::new(secret).components();
-        if !matches!(
-            (parts.next(), parts.next()),
-            (Some(Component::Normal(_)), None)
-        ) {
-            return Err(SyncError::Config(format!(
-                "credentials Secret name {secret:?} is not a plain name"
-            )));
-        }
+    if let Some(secret) = &credentials_secret
+        && !is_plain_name(secret)
+    {
+        return Err(SyncError::Config(format!(
+            "credentials Secret name {secret:?} is not a plain name"
+        )));
     }
     Ok(Eligibility::Sync(
         Inputs {
@@ -164,7 +212,14 @@ fn eligibility(fc: &FluxConfig) -> Result<Eligibility, SyncError> {
 
 /// What a FluxConfig change means for the worker: these are compared, the
 /// rest (status written by anyone, labels) only triggers a status check.
-fn fingerprint(fc: &FluxConfig) -> String {
+fn fingerprint(fc: &FluxConfig, mode: &SyncMode) -> String {
+    if let SyncMode::Cluster(_) = mode {
+        return serde_json::json!({
+            "generation": fc.meta().generation,
+            "spec": fc.spec,
+        })
+        .to_string();
+    }
     let status = fc.status.as_ref();
     let accepted = fc
         .condition(conditions::ACCEPTED)
@@ -290,7 +345,7 @@ impl Worker {
         if self.report.is_none() {
             self.report = Report::from_status(fc.status.as_ref());
         }
-        let print = fingerprint(&fc);
+        let print = fingerprint(&fc, &self.shared.mode);
         self.live = Some(fc);
         let changed = self.fingerprint.as_ref() != Some(&print);
         self.fingerprint = Some(print);
@@ -298,14 +353,18 @@ impl Worker {
     }
 
     /// Whether the reconciler currently speaks for this FluxConfig (the
-    /// operator accepted it); otherwise the operator's conditions stand.
+    /// operator accepted it; always in cluster mode, where there is no
+    /// operator); otherwise the operator's conditions stand.
     fn serving(&self) -> bool {
-        self.live.as_deref().is_some_and(|fc| {
-            matches!(
-                eligibility(fc),
-                Ok(Eligibility::Sync(..) | Eligibility::Suspended)
-            )
-        })
+        self.live
+            .as_deref()
+            .is_some_and(|fc| match &self.shared.mode {
+                SyncMode::Cluster(_) => true,
+                SyncMode::Team => matches!(
+                    eligibility(fc, &self.shared.mode),
+                    Ok(Eligibility::Sync(..) | Eligibility::Suspended)
+                ),
+            })
     }
 
     async fn sync(&mut self) -> Instant {
@@ -313,7 +372,7 @@ impl Worker {
             return Instant::now() + IDLE;
         };
         let started = Instant::now();
-        let (inputs, interval) = match eligibility(&fc) {
+        let (inputs, interval) = match eligibility(&fc, &self.shared.mode) {
             Ok(Eligibility::Wait(why)) => {
                 tracing::debug!(flux_config = %self.name, %why, "waiting for the operator");
                 return Instant::now() + IDLE;
@@ -416,6 +475,14 @@ impl Worker {
             .as_ref()
             .is_some_and(|a| a.commit.sha == resolved.sha && a.inputs == *inputs)
         {
+            // A failure since (Git unreachable, say) left an error in the
+            // report; the applied revision still runs and is reachable
+            // again, so the report goes back to it.
+            if self.report.as_ref().is_some_and(|r| r.last_error.is_some())
+                && let Some(inventory) = &self.inventory
+            {
+                self.report = Some(Report::applied(&resolved.revision(), inventory.summary()));
+            }
             return Ok(Outcome::Unchanged);
         }
         if self
@@ -449,8 +516,10 @@ impl Worker {
         let revision = commit.revision();
         self.attempting = Some(revision.clone());
         let result = self.apply_revision(fc, inputs, &commit, &checkout).await;
+        // Only a terminal failure is about the commit; the others may clear
+        // without a new one.
         if let Err(err) = &result
-            && !err.failure(None).class.eq(&Class::Transient)
+            && err.failure(None).class == Class::Terminal
         {
             self.refused = Some((commit.sha.clone(), inputs.clone()));
         }
@@ -478,41 +547,52 @@ impl Worker {
             .filter_map(|d| manifests::type_of(&d.value))
             .collect();
         let kinds = Kinds::discover(client, types).await?;
-        let policy = Policy::new(
-            &inputs.target_namespace,
-            &shared.namespace,
-            &inputs.allowed_namespaces,
-            inventory::CONFIG_MAP_PREFIX,
-        );
+        let policy = match &shared.mode {
+            SyncMode::Team => Policy::new(
+                &inputs.target_namespace,
+                &shared.namespace,
+                &inputs.allowed_namespaces,
+                inventory::CONFIG_MAP_PREFIX,
+            ),
+            SyncMode::Cluster(settings) => Policy::cluster(
+                &shared.namespace,
+                &settings.extra_kinds,
+                inventory::CONFIG_MAP_PREFIX,
+            ),
+        };
         let validated = manifests::validate(docs, |av, k| kinds.scope(av, k), &policy)?;
-        let planned = apply::plan(validated, &kinds, &self.owner);
+        let mut planned = apply::plan(validated, &kinds, &self.owner);
         let previous = self.load_inventory(fc).await?;
 
-        // The whole set first: a bad object leaves the cluster untouched.
-        for p in &planned {
-            apply::dry_run(client, std::slice::from_ref(p)).await?;
-            shared.metrics.wrote("dry_run");
+        // `plan` puts cluster-scoped objects (cluster mode only) first.
+        let split = planned
+            .iter()
+            .position(|p| p.manifest.scope == Scope::Namespaced)
+            .unwrap_or(planned.len());
+        let (cluster_scoped, namespaced) = planned.split_at_mut(split);
+        let rules_change = self.dry_run_cluster_scoped(cluster_scoped).await?;
+        if !rules_change {
+            // The whole set first: a bad object leaves the cluster untouched.
+            for p in namespaced.iter() {
+                apply::dry_run(client, std::slice::from_ref(p)).await?;
+                shared.metrics.wrote("dry_run");
+            }
         }
         let mut done: Vec<ObjectRef> = Vec::with_capacity(planned.len());
-        for p in &planned {
-            let key = p.key();
-            shared.tracker.applying(&self.name, &key);
-            match apply::apply(client, p).await {
-                Ok(fields) => {
-                    shared.metrics.wrote("apply");
-                    shared.tracker.applied(&self.name, &key, fields);
-                    done.push(p.manifest.object_ref());
-                }
-                Err(err) => {
-                    shared.tracker.forget(&key);
-                    // Keep what was applied so far prunable.
-                    let mut merged = previous.entries.clone();
-                    merged.extend(done);
-                    self.save_inventory(Inventory::new(previous.revision.clone(), merged))
-                        .await;
-                    return Err(err.into());
-                }
-            }
+        let mut result = self.apply_each(&planned[..split], &mut done).await;
+        if result.is_ok() && rules_change {
+            result = self.dry_run_after_cluster_scoped(&planned[split..]).await;
+        }
+        if result.is_ok() {
+            result = self.apply_each(&planned[split..], &mut done).await;
+        }
+        if let Err(err) = result {
+            // Keep what was applied so far prunable.
+            let mut merged = previous.entries.clone();
+            merged.extend(done);
+            self.save_inventory(Inventory::new(previous.revision.clone(), merged))
+                .await;
+            return Err(err.into());
         }
 
         let keep: HashSet<ObjectKey> = planned.iter().map(Planned::key).collect();
@@ -521,14 +601,22 @@ impl Worker {
             .iter()
             .filter(|e| !keep.contains(&ObjectKey::of_ref(e)))
             .collect();
+        // FluxConfigs before PlatformDefaults before Namespaces.
         stale.sort_by_key(|e| {
-            std::cmp::Reverse(apply::kind_rank(
-                e.api_version.rsplit_once('/').map_or("", |(g, _)| g),
-                &e.kind,
+            let group = e.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            let scope = if e.namespace.is_some() {
+                Scope::Namespaced
+            } else {
+                Scope::Cluster
+            };
+            std::cmp::Reverse((
+                apply::stage(group, &e.kind, scope),
+                apply::kind_rank(group, &e.kind),
             ))
         });
         let mut kinds = kinds;
         let mut pruned = Vec::new();
+        let mut released = Vec::new();
         let mut kept = Vec::new();
         for entry in stale {
             shared.tracker.forget(&ObjectKey::of_ref(entry));
@@ -537,6 +625,10 @@ impl Worker {
                     shared.metrics.wrote("delete");
                     shared.metrics.pruned.inc();
                     pruned.push(display_ref(entry));
+                }
+                Ok(Pruned::Released) => {
+                    shared.metrics.wrote("apply");
+                    released.push(display_ref(entry));
                 }
                 Ok(Pruned::Gone) => {}
                 Ok(Pruned::NotOwned | Pruned::Forbidden) => kept.push(display_ref(entry)),
@@ -604,7 +696,92 @@ impl Worker {
             )
             .await;
         }
+        if !released.is_empty() {
+            self.event(
+                EventType::Normal,
+                "Released",
+                &format!(
+                    "Objects gone from Git existed before they were applied, so they were kept without the reconciler's labels: {}",
+                    released.join(", ")
+                ),
+            )
+            .await;
+        }
         Ok(Outcome::Applied)
+    }
+
+    /// Cluster mode: dry-runs the cluster-scoped objects (nothing to do in
+    /// team mode, which has none), marking Namespaces that existed before
+    /// as adopted (pruning them later releases rather than deletes them).
+    /// Says whether applying them would change anything: then the rules the
+    /// webhook admits FluxConfigs by may change, and the namespaced objects
+    /// can only be judged after they are applied.
+    async fn dry_run_cluster_scoped(&self, planned: &mut [Planned]) -> Result<bool, ApplyError> {
+        let shared = &self.shared;
+        let mut changes = false;
+        for p in planned.iter_mut() {
+            let live = apply::get_live(&shared.client, p).await?;
+            if p.resource.group.is_empty()
+                && p.resource.kind == "Namespace"
+                && live
+                    .as_ref()
+                    .is_some_and(|l| apply::is_adopted(l, &self.owner))
+            {
+                p.mark_adopted();
+            }
+            let would_be = apply::dry_run_one(&shared.client, p, Phase::DryRun).await?;
+            shared.metrics.wrote("dry_run");
+            changes |= apply::differs(live.as_ref(), &would_be);
+        }
+        Ok(changes)
+    }
+
+    /// Dry-runs the namespaced objects once the cluster-scoped ones they
+    /// depend on are applied; a refusal is retried for
+    /// [`ADMISSION_SETTLE`], while the webhook catches up.
+    async fn dry_run_after_cluster_scoped(&self, planned: &[Planned]) -> Result<(), ApplyError> {
+        let shared = &self.shared;
+        let deadline = Instant::now() + ADMISSION_SETTLE;
+        for p in planned {
+            loop {
+                let result =
+                    apply::dry_run_one(&shared.client, p, Phase::DryRunAfterClusterScoped).await;
+                shared.metrics.wrote("dry_run");
+                match result {
+                    Ok(_) => break,
+                    Err(ApplyError::Rejected { .. }) if Instant::now() < deadline => {
+                        tokio::time::sleep(SETTLE_STEP).await;
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `planned` in order, recording each applied object in `done`.
+    async fn apply_each(
+        &self,
+        planned: &[Planned],
+        done: &mut Vec<ObjectRef>,
+    ) -> Result<(), ApplyError> {
+        let shared = &self.shared;
+        for p in planned {
+            let key = p.key();
+            shared.tracker.applying(&self.name, &key);
+            match apply::apply(&shared.client, p).await {
+                Ok(fields) => {
+                    shared.metrics.wrote("apply");
+                    shared.tracker.applied(&self.name, &key, fields);
+                    done.push(p.manifest.object_ref());
+                }
+                Err(err) => {
+                    shared.tracker.forget(&key);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn update_managed_gauge(&self, before: usize, after: usize) {
@@ -670,7 +847,10 @@ impl Worker {
             return None;
         }
         let fc = self.live.clone()?;
-        if !matches!(eligibility(&fc), Ok(Eligibility::Sync(..))) {
+        if !matches!(
+            eligibility(&fc, &self.shared.mode),
+            Ok(Eligibility::Sync(..))
+        ) {
             return None;
         }
         let Some(applied) = &self.applied else {
@@ -784,12 +964,7 @@ impl Worker {
 }
 
 fn display_ref(r: &ObjectRef) -> String {
-    format!(
-        "{}/{}/{}",
-        r.kind,
-        r.namespace.as_deref().unwrap_or_default(),
-        r.name
-    )
+    display_object(&r.kind, r.namespace.as_deref().unwrap_or_default(), &r.name)
 }
 
 /// Resource versions are opaque, but etcd's are increasing integers; an
@@ -847,7 +1022,8 @@ mod tests {
 
     #[test]
     fn syncs_only_what_the_operator_accepted_for_this_generation() {
-        let Eligibility::Sync(inputs, interval) = eligibility(&fc("True", 2, false)).unwrap()
+        let Eligibility::Sync(inputs, interval) =
+            eligibility(&fc("True", 2, false), &SyncMode::Team).unwrap()
         else {
             panic!("should sync");
         };
@@ -855,21 +1031,21 @@ mod tests {
         assert_eq!(inputs.reference, RefName::Branch("main".into()));
         assert_eq!(inputs.credentials_secret.as_deref(), Some("git-corp"));
         assert!(matches!(
-            eligibility(&fc("False", 2, false)).unwrap(),
+            eligibility(&fc("False", 2, false), &SyncMode::Team).unwrap(),
             Eligibility::Wait(_)
         ));
         assert!(matches!(
-            eligibility(&fc("True", 1, false)).unwrap(),
+            eligibility(&fc("True", 1, false), &SyncMode::Team).unwrap(),
             Eligibility::Wait(_)
         ));
         assert!(matches!(
-            eligibility(&fc("True", 2, true)).unwrap(),
+            eligibility(&fc("True", 2, true), &SyncMode::Team).unwrap(),
             Eligibility::Suspended
         ));
         let mut no_status = fc("True", 2, false);
         no_status.status = None;
         assert!(matches!(
-            eligibility(&no_status).unwrap(),
+            eligibility(&no_status, &SyncMode::Team).unwrap(),
             Eligibility::Wait(_)
         ));
     }
@@ -879,7 +1055,10 @@ mod tests {
         let mut f = fc("True", 2, false);
         let effective = f.status.as_mut().unwrap().effective.as_mut().unwrap();
         effective.credentials_secret.as_mut().unwrap().value = "../../etc".into();
-        assert!(matches!(eligibility(&f), Err(SyncError::Config(_))));
+        assert!(matches!(
+            eligibility(&f, &SyncMode::Team),
+            Err(SyncError::Config(_))
+        ));
     }
 
     #[test]
@@ -887,8 +1066,66 @@ mod tests {
         let a = fc("True", 2, false);
         let mut b = a.clone();
         b.status.as_mut().unwrap().last_applied_revision = Some("x".into());
-        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_eq!(
+            fingerprint(&a, &SyncMode::Team),
+            fingerprint(&b, &SyncMode::Team)
+        );
         b.metadata.generation = Some(3);
-        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(
+            fingerprint(&a, &SyncMode::Team),
+            fingerprint(&b, &SyncMode::Team)
+        );
+    }
+
+    fn cluster_mode() -> SyncMode {
+        SyncMode::Cluster(cluster::Settings {
+            extra_kinds: Vec::new(),
+            credentials_secret: Some("git-platform".into()),
+        })
+    }
+
+    #[test]
+    fn cluster_mode_syncs_from_the_spec_without_the_operator() {
+        // No status at all: the spec is the configuration.
+        let mut f = fc("True", 2, false);
+        f.status = None;
+        f.spec.interval = Some("30s".into());
+        let Eligibility::Sync(inputs, interval) = eligibility(&f, &cluster_mode()).unwrap() else {
+            panic!("should sync");
+        };
+        assert_eq!(inputs.repo, "https://git.example/x");
+        assert_eq!(inputs.reference, RefName::Branch("main".into()));
+        assert_eq!(inputs.path, ".");
+        assert_eq!(inputs.credentials_secret.as_deref(), Some("git-platform"));
+        assert_eq!(interval, Duration::from_secs(30));
+
+        f.spec.suspend = Some(true);
+        assert!(matches!(
+            eligibility(&f, &cluster_mode()).unwrap(),
+            Eligibility::Suspended
+        ));
+        f.spec.suspend = None;
+        f.spec.repo = "https://u:p@git.example/x".into();
+        assert!(matches!(
+            eligibility(&f, &cluster_mode()),
+            Err(SyncError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn cluster_mode_fingerprints_the_spec() {
+        let a = fc("True", 2, false);
+        let mut b = a.clone();
+        // The operator's fields mean nothing to the platform instance.
+        b.status.as_mut().unwrap().effective = None;
+        assert_eq!(
+            fingerprint(&a, &cluster_mode()),
+            fingerprint(&b, &cluster_mode())
+        );
+        b.spec.interval = Some("1m".into());
+        assert_ne!(
+            fingerprint(&a, &cluster_mode()),
+            fingerprint(&b, &cluster_mode())
+        );
     }
 }

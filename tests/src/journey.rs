@@ -95,6 +95,30 @@ fn files_under(dir: &Path) -> Result<Vec<(String, String)>, StackError> {
     Ok(out)
 }
 
+/// Adapts a platform-repo file to the local run: the Git host becomes the
+/// loopback server, and intervals shrink from minutes to seconds (the
+/// reconcilers poll; there is no push receiver) together with the
+/// platform's minimum interval.
+pub fn for_local_run(text: &str, git_base: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.replace(EXAMPLE_GIT_BASE, git_base).lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("interval:") {
+            out.push_str(&format!("{indent}interval: {LOCAL_INTERVAL}"));
+        } else if trimmed.starts_with("minInterval:") {
+            out.push_str(&format!("{indent}minInterval: 1s"));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The sync interval of every FluxConfig in the local run.
+pub const LOCAL_INTERVAL: &str = "3s";
+
 impl std::fmt::Debug for Journey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Journey")
@@ -166,7 +190,7 @@ impl Journey {
         let platform = git.create_repo("platform/config").map_err(git_err)?;
         let files: Vec<(String, String)> = files_under(&root.join("platform-repo"))?
             .into_iter()
-            .map(|(p, t)| (p, t.replace(EXAMPLE_GIT_BASE, &base)))
+            .map(|(p, t)| (p, for_local_run(&t, &base)))
             .collect();
         let files: Vec<(&str, &str)> = files
             .iter()
@@ -179,20 +203,22 @@ impl Journey {
         // The credentials the platform defaults assign to its Git host (the
         // loopback server does not check them; the copy into team
         // namespaces is what matters here).
-        let secret: Secret = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "git-corp-readonly", "namespace": PLATFORM_NAMESPACE},
-            "stringData": {"username": "fluxgate", "password": "read-only-token"},
-        }))
-        .map_err(|e| StackError::Start(e.to_string()))?;
-        Api::<Secret>::namespaced(admin.clone(), PLATFORM_NAMESPACE)
-            .patch(
-                "git-corp-readonly",
-                &PatchParams::apply(INSTALLER).force(),
-                &Patch::Apply(&secret),
-            )
-            .await
-            .map_err(|e| StackError::Kube("create the credentials Secret".into(), e))?;
+        for name in ["git-corp-readonly", "git-platform-readonly"] {
+            let secret: Secret = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "namespace": PLATFORM_NAMESPACE},
+                "stringData": {"username": "fluxgate", "password": "read-only-token"},
+            }))
+            .map_err(|e| StackError::Start(e.to_string()))?;
+            Api::<Secret>::namespaced(admin.clone(), PLATFORM_NAMESPACE)
+                .patch(
+                    name,
+                    &PatchParams::apply(INSTALLER).force(),
+                    &Patch::Apply(&secret),
+                )
+                .await
+                .map_err(|e| StackError::Kube(format!("create the Secret {name}"), e))?;
+        }
 
         progress(
             "building the reconciler and starting the local runner (stands in for the kubelet)",

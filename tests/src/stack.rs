@@ -391,11 +391,24 @@ pub async fn start_operator(cp: &'static ControlPlane) -> Result<RunningOperator
     .map_err(|e| StackError::Start(e.to_string()))?;
     let handle = fluxgate_operator::Handle::new();
     let metrics = handle.metrics.clone();
-    let task = Background::spawn("operator", move |stop| async move {
-        let _ = fluxgate_operator::run_with_client(client, config, handle, async {
-            let _ = stop.await;
-        })
-        .await;
+    let task = Background::spawn("operator", move |mut stop| async move {
+        // Like a pod restarted by its kubelet: an operator that lost its
+        // lease (a loaded machine can miss renewals) exits and starts again.
+        loop {
+            let run = fluxgate_operator::run_with_client(
+                client.clone(),
+                config.clone(),
+                handle.clone(),
+                futures::future::pending::<()>(),
+            );
+            tokio::select! {
+                _ = &mut stop => return,
+                result = run => {
+                    tracing::warn!(?result, "operator stopped; restarting it");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
     })?;
     Ok(RunningOperator {
         metrics,

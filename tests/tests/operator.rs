@@ -1227,3 +1227,47 @@ async fn an_unreadable_flux_config_holds_its_namespace_and_never_stops_the_watch
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_platform_namespaces_own_flux_configs_are_left_to_the_platform_sync() {
+    operator();
+    let admin = control_plane().client().unwrap();
+    // The platform sync's own FluxConfig: configuration and status of the
+    // reconciler in cluster mode, never a team config.
+    let name = unique("platform");
+    create_flux_config(
+        &admin,
+        PLATFORM_NS,
+        &name,
+        json!({"repo": "https://git.corp.example/platform/config.git"}),
+    )
+    .await;
+    // Proof the operator is busy meanwhile: a team created after it is provisioned.
+    let tenant = unique("skip");
+    let a = format!("{tenant}-a");
+    team_namespace(&admin, &a, &tenant).await;
+    apply_defaults(
+        &admin,
+        &defaults(
+            &tenant,
+            "registry.corp.example/fluxgate/reconciler:v1",
+            json!({}),
+        ),
+    )
+    .await;
+    create_flux_config(
+        &admin,
+        &a,
+        "web",
+        json!({"repo": format!("https://git.corp.example/{a}/web.git")}),
+    )
+    .await;
+    wait_condition(&admin, &a, "web", conditions::PROVISIONED, "True").await;
+    let fc = Api::<FluxConfig>::namespaced(admin.clone(), PLATFORM_NS)
+        .get(&name)
+        .await
+        .unwrap();
+    assert!(fc.finalizers().is_empty(), "{:?}", fc.metadata.finalizers);
+    assert!(fc.status.is_none(), "{:?}", fc.status);
+    assert!(!exists::<Deployment>(&admin, PLATFORM_NS, "fluxgate-reconciler").await);
+}

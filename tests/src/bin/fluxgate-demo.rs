@@ -160,7 +160,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
         "OBJECTS".into(),
     ];
     println!();
-    for [ns, name, ready, revision, objects] in std::iter::once(header).chain(journey.table().await) {
+    for [ns, name, ready, revision, objects] in std::iter::once(header).chain(journey.table().await)
+    {
         println!("{ns:<14} {name:<15} {ready:<6} {revision:<58} {objects}");
     }
 
