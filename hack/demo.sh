@@ -6,6 +6,7 @@
 # loopback. Ends with a table per team and keeps running until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+./hack/ensure-deps.sh
 echo "==> building the demo (cargo)"
 cargo build -q -p fluxgate-e2e --bin fluxgate-demo -p fluxgate-reconciler --bin fluxgate-reconciler
 exec cargo run -q -p fluxgate-e2e --bin fluxgate-demo -- "$@"

@@ -4,6 +4,7 @@
 # test in the workspace. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+./hack/ensure-deps.sh
 
 echo "==> control-plane binaries (first run builds Kubernetes from its Go modules, ~15 min on 2 cores)"
 bin_dir="$(tests/envtest/build.sh)"
