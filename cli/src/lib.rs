@@ -137,27 +137,41 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     }
 }
 
-fn validate_command(
-    args: &ValidateArgs,
-    out: &mut dyn Write,
+/// Loads and checks `paths`, reporting load errors on `err`.
+fn check(
+    paths: &[PathBuf],
+    platform: &PlatformArgs,
     err: &mut dyn Write,
-) -> std::io::Result<u8> {
-    let (docs, load_errors) = load::load(&args.paths);
+) -> std::io::Result<(validate::Report, Vec<load::LoadError>)> {
+    let (docs, load_errors) = load::load(paths);
     for e in &load_errors {
         writeln!(err, "error: {e}")?;
     }
-    let report = validate::validate(&docs, args.platform.settings());
-    for w in &report.warnings {
-        writeln!(err, "warning: {w}")?;
-    }
-    output::write_findings(out, args.format, &report.findings, &load_errors)?;
-    Ok(if !load_errors.is_empty() {
+    Ok((validate::validate(&docs, platform.settings()), load_errors))
+}
+
+/// The exit code for a check's outcome.
+fn exit_code(report: &validate::Report, load_errors: &[load::LoadError]) -> u8 {
+    if !load_errors.is_empty() {
         EXIT_ERROR
     } else if !report.findings.is_empty() {
         EXIT_VIOLATIONS
     } else {
         EXIT_CLEAN
-    })
+    }
+}
+
+fn validate_command(
+    args: &ValidateArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<u8> {
+    let (report, load_errors) = check(&args.paths, &args.platform, err)?;
+    for w in &report.warnings {
+        writeln!(err, "warning: {w}")?;
+    }
+    output::write_findings(out, args.format, &report.findings, &load_errors)?;
+    Ok(exit_code(&report, &load_errors))
 }
 
 fn render_command(
@@ -165,22 +179,12 @@ fn render_command(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
-    let (docs, load_errors) = load::load(&args.paths);
-    for e in &load_errors {
-        writeln!(err, "error: {e}")?;
-    }
-    let report = validate::validate(&docs, args.platform.settings());
+    let (report, load_errors) = check(&args.paths, &args.platform, err)?;
     for f in &report.findings {
         writeln!(err, "{}:{}: {}", f.file.display(), f.line, f.message)?;
     }
     output::write_rendered(out, &report.accepted)?;
-    Ok(if !load_errors.is_empty() {
-        EXIT_ERROR
-    } else if !report.findings.is_empty() {
-        EXIT_VIOLATIONS
-    } else {
-        EXIT_CLEAN
-    })
+    Ok(exit_code(&report, &load_errors))
 }
 
 fn crds_command(out: &mut dyn Write) -> std::io::Result<u8> {

@@ -143,17 +143,9 @@ impl Error {
 }
 
 /// The message of an error with its causes, `a: b: c`, for conditions and
-/// events (which have no place for a source chain).
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+/// events (which have no place for a source chain); the core's one
+/// implementation.
+pub use fluxgate_platform_defaults::violation::error_chain as chain;
 
 /// Retry delay for the n-th consecutive transient failure: exponential
 /// from 1 s, capped at 5 min, with ±20% jitter so many objects failing
