@@ -93,6 +93,7 @@ fn main() {
             default_reconciler_image: None,
             default_cluster_role: None,
             max_body_bytes: 1024 * 1024,
+            protected_namespaces: Vec::new(),
         };
         let webhook = Webhook::bind(&config).await.unwrap();
         let webhook_addr = webhook.local_addr().unwrap();

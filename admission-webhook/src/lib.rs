@@ -73,6 +73,12 @@ pub struct Config {
     #[arg(long, env = "FLUXGATE_DEFAULT_CLUSTER_ROLE")]
     pub default_cluster_role: Option<String>,
 
+    /// Namespace pattern no team may target, besides `kube-*`, the platform
+    /// namespace and PlatformDefaults' protectedNamespaces (repeat the flag,
+    /// or comma-separate in the environment variable).
+    #[arg(long = "protected-namespace", env = "FLUXGATE_PROTECTED_NAMESPACES", value_delimiter = ',')]
+    pub protected_namespaces: Vec<String>,
+
     /// Largest AdmissionReview body accepted; larger ones get HTTP 413.
     #[arg(long, env = "FLUXGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
@@ -92,6 +98,7 @@ impl Config {
                 .default_cluster_role
                 .clone()
                 .unwrap_or(builtin.default_cluster_role),
+            protected_namespaces: self.protected_namespaces.clone(),
         }
     }
 }

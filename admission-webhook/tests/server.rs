@@ -56,6 +56,7 @@ fn config(dir: &Path) -> Config {
         default_reconciler_image: None,
         default_cluster_role: None,
         max_body_bytes: 1024 * 1024,
+        protected_namespaces: Vec::new(),
     }
 }
 

@@ -61,6 +61,10 @@ pub struct PlatformArgs {
     /// ClusterRole bound for reconcilers when no PlatformDefaults sets one.
     #[arg(long, env = "FLUXGATE_DEFAULT_CLUSTER_ROLE")]
     pub default_cluster_role: Option<String>,
+    /// Namespace pattern no team may target, as installed
+    /// (`--protected-namespace` of the operator and webhook; repeatable).
+    #[arg(long = "protected-namespace", env = "FLUXGATE_PROTECTED_NAMESPACES", value_delimiter = ',')]
+    pub protected_namespaces: Vec<String>,
 }
 
 impl PlatformArgs {
@@ -76,6 +80,7 @@ impl PlatformArgs {
                 .default_cluster_role
                 .clone()
                 .unwrap_or(builtin.default_cluster_role),
+            protected_namespaces: self.protected_namespaces.clone(),
         }
     }
 }
@@ -137,17 +142,23 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     }
 }
 
-/// Loads and checks `paths`, reporting load errors on `err`.
+/// Loads and checks `paths`, reporting load errors on `err`; `None` when
+/// the platform flags themselves are invalid (reported on `err`).
 fn check(
     paths: &[PathBuf],
     platform: &PlatformArgs,
     err: &mut dyn Write,
-) -> std::io::Result<(validate::Report, Vec<load::LoadError>)> {
+) -> std::io::Result<Option<(validate::Report, Vec<load::LoadError>)>> {
+    let settings = platform.settings();
+    if let Err(e) = settings.check() {
+        writeln!(err, "error: {e}")?;
+        return Ok(None);
+    }
     let (docs, load_errors) = load::load(paths);
     for e in &load_errors {
         writeln!(err, "error: {e}")?;
     }
-    Ok((validate::validate(&docs, platform.settings()), load_errors))
+    Ok(Some((validate::validate(&docs, settings), load_errors)))
 }
 
 /// The exit code for a check's outcome.
@@ -166,7 +177,9 @@ fn validate_command(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
-    let (report, load_errors) = check(&args.paths, &args.platform, err)?;
+    let Some((report, load_errors)) = check(&args.paths, &args.platform, err)? else {
+        return Ok(EXIT_ERROR);
+    };
     for w in &report.warnings {
         writeln!(err, "warning: {w}")?;
     }
@@ -179,7 +192,9 @@ fn render_command(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
-    let (report, load_errors) = check(&args.paths, &args.platform, err)?;
+    let Some((report, load_errors)) = check(&args.paths, &args.platform, err)? else {
+        return Ok(EXIT_ERROR);
+    };
     for f in &report.findings {
         writeln!(err, "{}:{}: {}", f.file.display(), f.line, f.message)?;
     }

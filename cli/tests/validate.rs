@@ -212,3 +212,31 @@ fn crds_prints_the_committed_crds() {
     }
     assert_eq!(stdout, committed);
 }
+
+#[test]
+fn installation_protected_namespaces_apply_and_typos_stop_the_check() {
+    let (code, stdout, stderr) = fluxgate(&[
+        "validate",
+        "examples/platform-repo",
+        "--protected-namespace",
+        "team-c-staging",
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "is a protected namespace (protected namespace pattern team-c-staging of the installation)"
+        ),
+        "{stdout}"
+    );
+    let (code, _, stderr) = fluxgate(&[
+        "validate",
+        "examples/platform-repo",
+        "--protected-namespace",
+        "Team_C",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(r#"error: protected namespace pattern "Team_C" is invalid"#),
+        "{stderr}"
+    );
+}

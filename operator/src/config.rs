@@ -39,6 +39,12 @@ pub struct Config {
     )]
     pub default_cluster_role: String,
 
+    /// Namespace pattern no team may target, besides `kube-*`, the platform
+    /// namespace and PlatformDefaults' protectedNamespaces (repeat the flag,
+    /// or comma-separate in the environment variable).
+    #[arg(long = "protected-namespace", env = "FLUXGATE_PROTECTED_NAMESPACES", value_delimiter = ',')]
+    pub protected_namespaces: Vec<String>,
+
     /// Directory of tera templates overriding the built-in ones.
     #[arg(long, env = "FLUXGATE_TEMPLATES_DIR")]
     pub templates_dir: Option<PathBuf>,
@@ -84,6 +90,7 @@ impl Config {
             platform_namespace: self.platform_namespace.clone(),
             default_reconciler_image: self.default_reconciler_image.clone(),
             default_cluster_role: self.default_cluster_role.clone(),
+            protected_namespaces: self.protected_namespaces.clone(),
         }
     }
 

@@ -31,6 +31,9 @@ pub use config::Config;
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// A flag is invalid (e.g. a protected-namespace pattern).
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// No Kubernetes client could be configured.
     #[error("cannot configure a Kubernetes client")]
     Client(#[source] kube::Error),
@@ -101,6 +104,7 @@ pub async fn run_with_client(
     handle: Handle,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), RunError> {
+    config.settings().check().map_err(RunError::Config)?;
     let renderer = match &config.templates_dir {
         Some(dir) => Renderer::from_dir(dir),
         None => Renderer::new(),

@@ -51,6 +51,10 @@ pub struct PlatformSettings {
     pub default_reconciler_image: String,
     /// ClusterRole bound for the reconciler when no PlatformDefaults sets one.
     pub default_cluster_role: String,
+    /// Namespace patterns no team may target, besides the built-in ones and
+    /// those of PlatformDefaults (`--protected-namespace`, the chart's
+    /// `protectedNamespaces`). Checked by [`PlatformSettings::check`].
+    pub protected_namespaces: Vec<String>,
 }
 
 impl PlatformSettings {
@@ -73,7 +77,31 @@ impl Default for PlatformSettings {
             platform_namespace: "fluxgate-system".into(),
             default_reconciler_image: "ghcr.io/fluxgate-dev/reconciler:v0.1.0".into(),
             default_cluster_role: "fluxgate-team-reconciler".into(),
+            protected_namespaces: Vec::new(),
         }
+    }
+}
+
+impl PlatformSettings {
+    /// Checks what came from flags, so a typo stops a component at start
+    /// instead of protecting nothing: the platform namespace is a DNS label
+    /// and every protected-namespace pattern compiles.
+    pub fn check(&self) -> Result<(), String> {
+        if !crate::names::is_dns_label(&self.platform_namespace) {
+            return Err(format!(
+                "platform namespace {:?} is not a DNS-1123 label",
+                self.platform_namespace
+            ));
+        }
+        for pattern in &self.protected_namespaces {
+            if let Err(e) = crate::rules::pattern::NamePattern::namespace(pattern) {
+                return Err(format!(
+                    "protected namespace pattern {pattern:?} is invalid: {e}; \
+                     use a namespace name, `*` within it (team-*), or {{namespace}}"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -457,6 +457,13 @@ pub fn protected_by(target: &str, layers: &Layers<'_>) -> Option<String> {
             return Some(format!("built-in pattern {builtin}"));
         }
     }
+    // Compiled at use: `PlatformSettings::check` refused invalid ones at
+    // start, so a failed parse here cannot hide a protection.
+    for text in &settings.protected_namespaces {
+        if NamePattern::namespace(text).is_ok_and(|p| p.matches(target, layers.namespace())) {
+            return Some(format!("protected namespace pattern {text} of the installation"));
+        }
+    }
     layers
         .protected_namespaces()
         .into_iter()

@@ -525,3 +525,48 @@ fn every_example_team_config_resolves() {
     assert_eq!(count, 4);
     let _ = FluxConfigSpec::default();
 }
+
+#[test]
+fn installation_protected_namespaces_are_enforced_and_checked() {
+    let settings = PlatformSettings {
+        protected_namespaces: vec!["team-a-prod".into(), "shared-*".into()],
+        ..PlatformSettings::default()
+    };
+    assert_eq!(settings.check(), Ok(()));
+    let platform = Platform::new(settings, &example_defaults());
+    let labels = labels("standard");
+    let layers = platform.layers_for("team-a", &labels);
+    let spec = serde_json::json!({
+        "repo": "https://git.corp.example/team-a/web.git",
+        "targetNamespace": "team-a-prod",
+    });
+    let denied = resolve(&fc("team-a", "web", spec), &layers, NamespaceFacts::default())
+        .err()
+        .expect("team-a-prod is protected by the installation");
+    assert!(
+        denied
+            .to_string()
+            .contains("protected namespace pattern team-a-prod of the installation"),
+        "{denied}"
+    );
+    // Without the setting the same target is allowed (team-a-* is allowed).
+    let open = Platform::new(PlatformSettings::default(), &example_defaults());
+    let layers = open.layers_for("team-a", &labels);
+    let spec = serde_json::json!({
+        "repo": "https://git.corp.example/team-a/web.git",
+        "targetNamespace": "team-a-prod",
+    });
+    assert!(resolve(&fc("team-a", "web", spec), &layers, NamespaceFacts::default()).is_ok());
+
+    let typo = PlatformSettings {
+        protected_namespaces: vec!["Shared_*".into()],
+        ..PlatformSettings::default()
+    };
+    let err = typo.check().unwrap_err();
+    assert!(err.contains(r#"protected namespace pattern "Shared_*" is invalid"#), "{err}");
+    let bad_ns = PlatformSettings {
+        platform_namespace: "Fluxgate".into(),
+        ..PlatformSettings::default()
+    };
+    assert!(bad_ns.check().unwrap_err().contains("not a DNS-1123 label"));
+}

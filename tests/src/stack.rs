@@ -290,6 +290,7 @@ pub async fn start_webhook(cp: &'static ControlPlane) -> Result<RunningWebhook, 
         default_reconciler_image: None,
         default_cluster_role: None,
         max_body_bytes: 1024 * 1024,
+        protected_namespaces: Vec::new(),
     };
     let (addrs_tx, addrs_rx) = tokio::sync::oneshot::channel();
     let task = Background::spawn("webhook", move |stop| async move {

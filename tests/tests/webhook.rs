@@ -81,6 +81,7 @@ fn start_webhook(cp: &'static ControlPlane) -> RunningWebhook {
         default_reconciler_image: None,
         default_cluster_role: None,
         max_body_bytes: 1024 * 1024,
+        protected_namespaces: Vec::new(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (addrs_tx, addrs_rx) = std::sync::mpsc::channel();

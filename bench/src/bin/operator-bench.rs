@@ -448,6 +448,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         platform_namespace: PLATFORM_NS.into(),
         default_reconciler_image: "ghcr.io/fluxgate-dev/reconciler:v0.1.0".into(),
         default_cluster_role: "fluxgate-team-reconciler".into(),
+        ..PlatformSettings::default()
     };
     let platform = Arc::new(Platform::new(settings, [&pd]));
     let renderer = Arc::new(Renderer::new()?);

@@ -13,6 +13,7 @@
 mod crds;
 mod namespace;
 mod pki;
+mod service;
 pub(crate) mod process;
 
 use std::ffi::{OsStr, OsString};
@@ -33,6 +34,7 @@ use kube::config::{
 pub use crds::{FIELD_MANAGER, deploy_crds_dir, install_crds, load_crds};
 pub use namespace::{TEST_LABEL, with_temp_ns};
 pub use pki::{CertificateAuthority, IssuedCert};
+pub use service::{SLICE_MANAGER, route_service, routable_ip};
 
 use pki::ServiceAccountKey;
 use process::{Component, Janitor};
@@ -167,6 +169,18 @@ pub enum Error {
     },
     #[error("CRD {name} was not Established within {timeout:?}")]
     CrdNotEstablished { name: String, timeout: Duration },
+    #[error(
+        "this machine has no non-loopback IPv4 address for an EndpointSlice \
+         (`ip -4 addr show scope global` lists none); add one, e.g. \
+         `ip addr add 192.0.2.2/32 dev lo`"
+    )]
+    NoRoutableAddress,
+    #[error("failed to {what}")]
+    Route {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("the shared control plane failed to start")]
     Shared(#[source] Arc<Error>),
 }
@@ -377,6 +391,10 @@ impl ControlPlane {
                 // can count them right after its request returns.
                 flag("audit-log-mode", &"blocking"),
                 flag("profiling", &"false"),
+                // Webhooks registered by Service are reached at one of the
+                // Service's EndpointSlice addresses (no kube-proxy here);
+                // see service.rs.
+                flag("enable-aggregator-routing", &"true"),
             ],
             &[],
         )?;
