@@ -65,7 +65,12 @@ pub async fn route_service(
         let what = format!("{what} {namespace}/{name}");
         move |source| Error::Route { what, source }
     };
-    if services.get_opt(name).await.map_err(apply("read Service"))?.is_none() {
+    if services
+        .get_opt(name)
+        .await
+        .map_err(apply("read Service"))?
+        .is_none()
+    {
         let service = Service {
             metadata: ObjectMeta {
                 name: Some(name.into()),
@@ -110,7 +115,7 @@ pub async fn route_service(
             ..ObjectMeta::default()
         },
         address_type: if backend.is_ipv4() { "IPv4" } else { "IPv6" }.into(),
-        endpoints: vec![Endpoint {
+        endpoints: Some(vec![Endpoint {
             addresses: vec![backend.ip().to_string()],
             conditions: Some(EndpointConditions {
                 ready: Some(true),
@@ -118,7 +123,7 @@ pub async fn route_service(
                 terminating: Some(false),
             }),
             ..Endpoint::default()
-        }],
+        }]),
         ports: Some(vec![EndpointPort {
             name: Some(port_name.into()),
             port: Some(i32::from(backend.port())),
