@@ -3,7 +3,7 @@
 //! described by `--help`; `RUST_LOG` filters the JSON logs.
 
 use clap::Parser as _;
-use fluxgate_admission_webhook::{Config, error_chain, run};
+use fluxgate_admission_webhook::{Flags, error_chain, run};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -16,7 +16,7 @@ async fn main() -> std::process::ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    match run(Config::parse()).await {
+    match run(Flags::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %error_chain(&err), "fluxgate admission webhook failed");

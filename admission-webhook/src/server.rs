@@ -6,11 +6,22 @@
 //! finish (idle keep-alive connections close at once, HTTP/2 ones get a
 //! GOAWAY, in-flight requests complete), wait up to [`DRAIN_TIMEOUT`], then
 //! stop the admin port.
+//!
+//! Certificates come from files (polled every [`CERT_POLL_INTERVAL`]) or,
+//! in self-managed mode, from the certificate controller, which [`serve`]
+//! runs next to the snapshot watches; `/readyz` then also waits until a
+//! valid certificate is served.
+//!
+//! [`serve`]: Webhook::serve
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 
 use fluxgate_platform_defaults::PlatformSettings;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,8 +32,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::http::{AppState, admin_router, router};
-use crate::tls::CertReloader;
-use crate::{Config, Error};
+use crate::tls::{CertReloader, ServingCert};
+use crate::{CertConfig, CertSource, Config, Error};
 
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,17 +49,51 @@ pub const CERT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Webhook {
     listener: TcpListener,
     admin_listener: TcpListener,
-    certs: Arc<CertReloader>,
+    certs: Certs,
     settings: PlatformSettings,
     max_body_bytes: usize,
 }
 
+/// Where the served certificate comes from.
+#[derive(Debug)]
+enum Certs {
+    Files(Arc<CertReloader>),
+    SelfManaged {
+        serving: Arc<ServingCert>,
+        settings: Arc<crate::certs::Settings>,
+    },
+}
+
+impl Certs {
+    fn serving(&self) -> &Arc<ServingCert> {
+        match self {
+            Certs::Files(reloader) => reloader.serving(),
+            Certs::SelfManaged { serving, .. } => serving,
+        }
+    }
+}
+
 impl Webhook {
-    /// Loads the certificate and binds both ports.
+    /// Loads the certificate files and binds both ports (`--cert-mode
+    /// files`).
     pub async fn bind(config: &Config) -> Result<Self, Error> {
-        let certs = Arc::new(
-            CertReloader::load(&config.tls_cert_file, &config.tls_key_file).map_err(Error::Tls)?,
-        );
+        Self::bind_with(config, &CertConfig::default()).await
+    }
+
+    /// Checks the certificate flags, loads the certificate files (files
+    /// mode; self-managed mode starts with none and gets one from the
+    /// certificate controller once [`Webhook::serve`] runs) and binds both
+    /// ports.
+    pub async fn bind_with(config: &Config, certificates: &CertConfig) -> Result<Self, Error> {
+        let certs = match certificates.source(config).map_err(Error::Config)? {
+            CertSource::Files { cert, key } => Certs::Files(Arc::new(
+                CertReloader::load(&cert, &key).map_err(Error::Tls)?,
+            )),
+            CertSource::SelfManaged(settings) => Certs::SelfManaged {
+                serving: Arc::new(ServingCert::new()),
+                settings: Arc::new(settings),
+            },
+        };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -73,23 +118,56 @@ impl Webhook {
         self.admin_listener.local_addr().map_err(Error::LocalAddr)
     }
 
+    /// The certificate served now, if any.
+    pub fn serving_cert(&self) -> Arc<ServingCert> {
+        Arc::clone(self.certs.serving())
+    }
+
     /// Serves admission with a snapshot kept current by watching the cluster
-    /// through `client`, until `shutdown` completes; then drains.
+    /// through `client`, until `shutdown` completes; then drains. In
+    /// self-managed mode the certificate controller runs too.
     pub async fn serve(
         self,
         client: kube::Client,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
         let state = AppState::new(self.max_body_bytes);
+        let certificates = match &self.certs {
+            Certs::SelfManaged { serving, settings } => {
+                Some(tokio::spawn(crate::certs::controller::run(
+                    client.clone(),
+                    Arc::clone(settings),
+                    Arc::clone(serving),
+                )))
+            }
+            Certs::Files(_) => None,
+        };
+        let abort_certificates = certificates.as_ref().map(|task| task.abort_handle());
         let watch = tokio::spawn(crate::watch::maintain_snapshot(
             client,
             self.settings.clone(),
             state.clone(),
         ));
         let watch_ended = async {
-            match watch.await {
-                Ok(result) => result,
-                Err(join) => Err(Error::WatchTask(join)),
+            let snapshot = async {
+                match watch.await {
+                    Ok(result) => result,
+                    Err(join) => Err(Error::WatchTask(join)),
+                }
+            };
+            let certificates = async {
+                match certificates {
+                    Some(task) => match task.await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(err)) => Err(Error::Certificates(err)),
+                        Err(join) => Err(Error::WatchTask(join)),
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = snapshot => result,
+                result = certificates => result,
             }
         };
         // A watch task that ends is fatal (it retries errors on its own):
@@ -105,7 +183,11 @@ impl Webhook {
                 }
             }
         };
-        self.serve_state(state, stop).await?;
+        let served = self.serve_state(state, stop).await;
+        if let Some(abort) = abort_certificates {
+            abort.abort();
+        }
+        served?;
         failure.map_or(Ok(()), Err)
     }
 
@@ -124,13 +206,25 @@ impl Webhook {
             max_body_bytes,
         } = self;
         let state = state.with_max_body_bytes(max_body_bytes);
-        let tls_config = certs.server_config().map_err(Error::Tls)?;
+        let tls_config = certs.serving().server_config().map_err(Error::Tls)?;
         let acceptor = TlsAcceptor::from(Arc::new(tls_config));
-        let poll = tokio::spawn(Arc::clone(&certs).poll(CERT_POLL_INTERVAL));
+        let (poll, admin_router) = match &certs {
+            Certs::Files(reloader) => (
+                Some(tokio::spawn(Arc::clone(reloader).poll(CERT_POLL_INTERVAL))),
+                admin_router(state.clone()),
+            ),
+            Certs::SelfManaged { serving, .. } => (
+                None,
+                admin_router(state.clone()).layer(axum::middleware::from_fn_with_state(
+                    Arc::clone(serving),
+                    ready_only_with_a_certificate,
+                )),
+            ),
+        };
 
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = tokio::spawn(
-            axum::serve(admin_listener, admin_router(state.clone()))
+            axum::serve(admin_listener, admin_router)
                 .with_graceful_shutdown(async {
                     // Either a send or the sender dropping means stop.
                     let _ = admin_stopped.await;
@@ -201,7 +295,9 @@ impl Webhook {
         {
             tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after the drain timeout; closing them");
         }
-        poll.abort();
+        if let Some(poll) = poll {
+            poll.abort();
+        }
         let _ = admin_stop.send(());
         match admin.await {
             Ok(Ok(())) => {}
@@ -211,6 +307,24 @@ impl Webhook {
         tracing::info!("shut down");
         Ok(())
     }
+}
+
+/// Fails `/readyz` while no valid certificate is served (self-managed mode,
+/// before the first certificate arrives or after the served one expired);
+/// otherwise the usual readiness (snapshot synced, not shutting down).
+async fn ready_only_with_a_certificate(
+    State(serving): State<Arc<ServingCert>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path() == "/readyz" && !serving.is_valid_at(SystemTime::now()) {
+        return (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no valid serving certificate yet (self-managed certificates)\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Completes on SIGTERM or Ctrl-C. Registering the handlers happens before
