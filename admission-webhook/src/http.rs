@@ -264,6 +264,9 @@ async fn handle(state: &AppState, request: Request) -> (Response, Observed) {
     let outcome = if response.allowed {
         Outcome::Allowed
     } else {
+        state
+            .metrics
+            .denied(kind, operation, &response.result.reason);
         Outcome::Denied
     };
     (

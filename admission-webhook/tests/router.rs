@@ -481,6 +481,10 @@ async fn metrics_count_requests_by_kind_operation_and_result() {
         metrics.requests_total("PlatformDefaults", "CREATE", Outcome::Denied),
         1
     );
+    assert_eq!(
+        metrics.denials_total("FluxConfig", "CREATE", "Forbidden"),
+        2
+    );
 
     let response = admin_router(state)
         .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
@@ -501,6 +505,7 @@ async fn metrics_count_requests_by_kind_operation_and_result() {
         r#"fluxgate_webhook_requests_total{kind="FluxConfig",operation="CREATE",result="denied"} 2"#,
         r#"fluxgate_webhook_requests_total{kind="unknown",operation="unknown",result="error"} 1"#,
         r#"fluxgate_webhook_request_duration_seconds_count{kind="FluxConfig"} 3"#,
+        r#"fluxgate_webhook_denials_total{kind="FluxConfig",operation="CREATE",reason="Forbidden"} 2"#,
     ] {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }

@@ -445,7 +445,10 @@ async fn reconcile(
                 f.remove(&key(&fc));
             }
         }
-        Err(e) => ctx.metrics.reconciled(e.class_label(), started.elapsed()),
+        Err(e) => {
+            ctx.metrics.reconciled(e.class_label(), started.elapsed());
+            ctx.metrics.reconcile_failed(&namespace, e);
+        }
     }
     result
 }

@@ -133,6 +133,35 @@ impl Error {
         }
     }
 
+    /// Every value [`Error::reason`] returns.
+    pub const REASONS: &[&str] = &[
+        "ApiRequestFailed",
+        "RenderFailed",
+        "MissingCredentials",
+        "MissingMetadata",
+        "SerializeFailed",
+        "UnreadableFluxConfig",
+        "FinalizerFailed",
+    ];
+
+    /// A short CamelCase reason for metrics, e.g. `MissingCredentials`; a
+    /// fixed set ([`Error::REASONS`]), so it can be a label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "ApiRequestFailed",
+            Error::Render { .. } => "RenderFailed",
+            Error::MissingCredentials { .. } => "MissingCredentials",
+            Error::MissingMetadata(_) => "MissingMetadata",
+            Error::Serialize { .. } => "SerializeFailed",
+            Error::Held { .. } => "UnreadableFluxConfig",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
+                _ => "FinalizerFailed",
+            },
+        }
+    }
+
     /// Wraps a client error with what was being done.
     pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
         Error::Kube {
@@ -219,5 +248,39 @@ mod tests {
             .class(),
             Class::Waiting
         );
+    }
+
+    #[test]
+    fn reasons_name_the_cause_and_see_through_the_finalizer() {
+        let held = || Error::Held {
+            namespace: "team-a".into(),
+            names: "web".into(),
+        };
+        let errors = [
+            Error::kube("apply", kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::MissingCredentials {
+                namespace: "p".into(),
+                name: "s".into(),
+            },
+            Error::MissingMetadata("namespace"),
+            held(),
+            Error::Finalizer(Box::new(kube::runtime::finalizer::Error::ApplyFailed(
+                held(),
+            ))),
+            Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject)),
+        ];
+        let reasons: Vec<&str> = errors.iter().map(Error::reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                "ApiRequestFailed",
+                "MissingCredentials",
+                "MissingMetadata",
+                "UnreadableFluxConfig",
+                "UnreadableFluxConfig",
+                "FinalizerFailed"
+            ]
+        );
+        assert!(reasons.iter().all(|r| Error::REASONS.contains(r)));
     }
 }

@@ -379,11 +379,9 @@ pub(crate) async fn reconcile_one(fc: &FluxConfig, ctx: &Context) -> Result<&'st
     hold_if_unreadable(ctx, &namespace, None)?;
     let view = view(ctx, &namespace, None);
     let applied = match desired_objects(ctx, &namespace, &view) {
-        Ok(desired) => apply(ctx, &namespace, &desired).await.inspect(|keys| {
-            ctx.metrics
-                .managed_objects
-                .set(i64::try_from(keys.len()).unwrap_or(i64::MAX));
-        }),
+        Ok(desired) => apply(ctx, &namespace, &desired)
+            .await
+            .inspect(|keys| ctx.metrics.set_managed_objects(&namespace, keys.len())),
         Err(e) => Err(e),
     };
 
@@ -414,6 +412,12 @@ pub(crate) async fn reconcile_one(fc: &FluxConfig, ctx: &Context) -> Result<&'st
 async fn write_status(ctx: &Context, fc: &FluxConfig, outcome: &Outcome<'_>) -> Result<(), Error> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let desired = status::desired(fc, outcome, &now);
+    // Also in a steady state, so a new leader reports every FluxConfig.
+    ctx.metrics.set_conditions(
+        &fc.namespace().unwrap_or_default(),
+        &fc.name_any(),
+        &desired.conditions,
+    );
     let fingerprint = status::fingerprint(&desired);
     let Some(patch) = status::patch(fc, desired) else {
         return Ok(());
@@ -529,6 +533,8 @@ pub(crate) async fn cleanup(fc: &FluxConfig, ctx: &Context) -> Result<(), Error>
     hold_if_unreadable(ctx, &namespace, Some(&fc.name_any()))?;
     let view = view(ctx, &namespace, Some(&fc.name_any()));
     let desired = desired_objects(ctx, &namespace, &view)?;
-    apply(ctx, &namespace, &desired).await?;
+    let keys = apply(ctx, &namespace, &desired).await?;
+    ctx.metrics.set_managed_objects(&namespace, keys.len());
+    ctx.metrics.forget_fluxconfig(&namespace, &fc.name_any());
     Ok(())
 }

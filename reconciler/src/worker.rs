@@ -50,7 +50,7 @@ use crate::error::{Class, SyncError, chain};
 use crate::git::{Commit, Credentials, RefName, Source};
 use crate::inventory::{self, Inventory};
 use crate::manifests::{self, Policy, Scope, display_object};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Reconciled};
 use crate::status::{self, Report};
 
 /// How long drift events are collected before re-applying, so one edit
@@ -330,6 +330,9 @@ impl Worker {
             // Deleted: stop watching its objects (they stay, as applied).
             if self.live.take().is_some() {
                 self.shared.tracker.forget_all(&self.name);
+                self.shared
+                    .metrics
+                    .forget(&self.shared.namespace, &self.name);
                 self.applied = None;
                 self.inventory = None;
                 self.report = None;
@@ -375,6 +378,10 @@ impl Worker {
         let (inputs, interval) = match eligibility(&fc, &self.shared.mode) {
             Ok(Eligibility::Wait(why)) => {
                 tracing::debug!(flux_config = %self.name, %why, "waiting for the operator");
+                // The operator's conditions stand meanwhile.
+                self.shared
+                    .metrics
+                    .clear_conditions(&self.shared.namespace, &self.name);
                 return Instant::now() + IDLE;
             }
             Ok(Eligibility::Suspended) => {
@@ -401,16 +408,28 @@ impl Worker {
         match result {
             Ok(outcome) => {
                 self.backoff = FIRST_BACKOFF;
-                match outcome {
-                    Outcome::Unchanged | Outcome::StillRefused => metrics.synced("unchanged", None),
-                    Outcome::Applied => metrics.synced("applied", Some(started.elapsed())),
-                }
+                let result = match outcome {
+                    Outcome::Unchanged => Reconciled::Unchanged,
+                    Outcome::StillRefused => Reconciled::Refused,
+                    Outcome::Applied => Reconciled::Applied,
+                };
+                metrics.reconciled(
+                    &self.shared.namespace,
+                    &self.name,
+                    result,
+                    started.elapsed(),
+                );
                 self.publish().await;
                 Instant::now() + interval
             }
             Err(err) => {
                 let class = self.fail(&err).await;
-                metrics.synced(class.as_str(), Some(started.elapsed()));
+                metrics.reconciled(
+                    &self.shared.namespace,
+                    &self.name,
+                    Reconciled::Failed(class),
+                    started.elapsed(),
+                );
                 match class {
                     Class::Transient => {
                         let delay = self.backoff;
@@ -431,6 +450,12 @@ impl Worker {
     /// Reports a failed sync; returns its class.
     async fn fail(&mut self, err: &SyncError) -> Class {
         let failure = err.failure(self.attempting.as_deref());
+        self.shared.metrics.failed(
+            &self.shared.namespace,
+            &self.name,
+            failure.class,
+            failure.reason,
+        );
         tracing::warn!(
             flux_config = %self.name,
             class = failure.class.as_str(),
@@ -905,6 +930,9 @@ impl Worker {
         let (Some(fc), Some(report)) = (&self.live, &self.report) else {
             return;
         };
+        self.shared
+            .metrics
+            .report(&self.shared.namespace, &self.name, report);
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let Some(body) = status::patch(fc, report, &now) else {
             return;

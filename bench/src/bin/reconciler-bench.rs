@@ -1508,12 +1508,12 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
     // Steady: nothing changes.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let unchanged_before = reconciler.handle.metrics.syncs("unchanged");
+    let unchanged_before = reconciler.handle.metrics.reconciles("unchanged");
     let writes_before = reconciler.handle.metrics.total_writes();
     let cpu_steady_before = cpu_seconds("self", ticks);
     let quiet = steady(&cp, &server, ns, args.steady_seconds).await?;
     let cpu_steady = cpu_seconds("self", ticks) - cpu_steady_before;
-    let unchanged = reconciler.handle.metrics.syncs("unchanged") - unchanged_before;
+    let unchanged = reconciler.handle.metrics.reconciles("unchanged") - unchanged_before;
     let counter_writes = reconciler.handle.metrics.total_writes() - writes_before;
     let mut polls = Vec::new();
     let source = git_source(&url);
@@ -1601,12 +1601,12 @@ async fn run(args: Args) -> Result<(), BoxError> {
                 "  reconciler CPU:        {cpu_first:.2} s; VmRSS {rss_first:.1} MiB, VmHWM {hwm_first:.1} MiB"
             );
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let unchanged_before = process.metric("syncs_total{result=\"unchanged\"}").await;
+            let unchanged_before = process.metric("reconciles_total{result=\"unchanged\"}").await;
             let cpu_before = process.cpu(ticks);
             let quiet = steady(&cp, &server, ns, args.steady_seconds).await?;
             let cpu_quiet = process.cpu(ticks) - cpu_before;
             let unchanged = process
-                .metric("syncs_total{result=\"unchanged\"}")
+                .metric("reconciles_total{result=\"unchanged\"}")
                 .await
                 .zip(unchanged_before)
                 .map_or(f64::NAN, |(a, b)| a - b);
