@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use fluxgate_platform_defaults::render::{ADMIN_PORT, CREDENTIALS_MOUNT_DIR};
 
-use crate::manifests::{DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, KindRef, Limits};
+use crate::manifests::{
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, DEFAULT_MAX_OBJECTS, KindRef, Limits,
+};
 
 /// `fluxgate-reconciler`.
 ///
@@ -149,7 +151,14 @@ pub struct CommonArgs {
     #[arg(long, env = "FLUXGATE_MAX_REPO_BYTES", default_value_t = DEFAULT_MAX_BYTES)]
     pub max_repo_bytes: u64,
 
-    /// Longest a Git operation may take, in seconds.
+    /// Most YAML documents (objects) read from a FluxConfig's path.
+    #[arg(long, env = "FLUXGATE_MAX_OBJECTS", default_value_t = DEFAULT_MAX_OBJECTS)]
+    pub max_objects: usize,
+
+    /// Longest a Git operation (ls-remote, or fetch and checkout) may take,
+    /// in seconds: every connection is closed then. A connection that
+    /// carries nothing for half this time (at most 30 seconds) is closed
+    /// before: the server stalls.
     #[arg(long, env = "FLUXGATE_GIT_TIMEOUT_SECONDS", default_value_t = 60)]
     pub git_timeout_seconds: u64,
 
@@ -168,6 +177,7 @@ impl CommonArgs {
         Limits {
             max_files: self.max_files,
             max_bytes: self.max_repo_bytes,
+            max_objects: self.max_objects,
         }
     }
 

@@ -9,8 +9,11 @@
 //!   namespaced object was refused right after the commit's cluster-scoped
 //!   objects changed the rules. `Stalled=True`; retried at the interval,
 //!   since a fix needs no new commit.
-//! - **transient**: Git or the API server is unreachable. What runs is
-//!   kept, `Reconciling=True`, retried with backoff.
+//!   A repository the server no longer has (HTTP 404) is stalled too, with
+//!   reason `RepositoryNotFound`: it may come back.
+//! - **transient**: Git or the API server is unreachable, stalls, times
+//!   out or answers with something that is not Git. What runs is kept,
+//!   `Reconciling=True`, retried with backoff.
 
 use fluxgate_crds::LastError;
 
@@ -30,6 +33,8 @@ pub mod reasons {
     /// The reference does not exist, or the effective config cannot be
     /// used as it is.
     pub const CONFIG_ERROR: &str = "ConfigError";
+    /// The repository is gone from the server (HTTP 404 or 410).
+    pub const REPOSITORY_NOT_FOUND: &str = "RepositoryNotFound";
     /// The commit's manifests are invalid or not allowed.
     pub const VALIDATION_FAILED: &str = "ValidationFailed";
     /// The API server rejected an object (in the dry run or for real).
@@ -104,8 +109,17 @@ impl SyncError {
                 GitError::RefNotFound { .. } | GitError::UnsupportedScheme { .. } => {
                     (Class::Stalled, reasons::CONFIG_ERROR)
                 }
-                GitError::TooLarge { .. } => (Class::Terminal, reasons::VALIDATION_FAILED),
+                // Retried at the interval: restoring the repository (or
+                // the credentials' access to it) needs no change here.
+                GitError::RepositoryNotFound { .. } => {
+                    (Class::Stalled, reasons::REPOSITORY_NOT_FOUND)
+                }
+                GitError::TooLarge { .. } | GitError::TooManyFiles { .. } => {
+                    (Class::Terminal, reasons::VALIDATION_FAILED)
+                }
                 GitError::Unreachable { .. }
+                | GitError::Protocol { .. }
+                | GitError::Stalled { .. }
                 | GitError::TimedOut { .. }
                 | GitError::Local { .. } => (Class::Transient, reasons::FETCH_FAILED),
             },

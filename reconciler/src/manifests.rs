@@ -5,8 +5,16 @@
 //! `*.yml` file, in nested directories, in sorted order, each split into
 //! documents by the pure core's [`parse_documents`] (so errors carry
 //! `file:line`). Hidden files and directories (`.github/`, ...) are skipped.
-//! It refuses symlinks that leave the path, more files or bytes than the
-//! [`Limits`], and `kustomization.yaml`.
+//! It refuses symlinks that leave the path (judged by where they point
+//! before anything is resolved, so a link into nowhere outside the path is
+//! an escape, not a broken link), more files or bytes than the [`Limits`]
+//! (sizes are taken from the file system before a file is read), files that
+//! are not UTF-8 text (binary files named `.yaml`), more documents than
+//! [`Limits::max_objects`], documents that grow past the byte limit once
+//! YAML aliases are expanded (on top of the parser's own budgets: 250,000
+//! nodes, 64 MiB of scalars and a nesting depth of 64 per document, which
+//! stop "billion laughs" and deep nesting with `file:line`), and
+//! `kustomization.yaml`.
 //!
 //! [`validate`] is pure: it turns the documents into [`Manifest`]s, refusing
 //! documents without `apiVersion`, `kind` or `metadata.name`, cluster-scoped
@@ -31,7 +39,7 @@ use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 use fluxgate_crds::ObjectRef;
-use fluxgate_platform_defaults::documents::parse_documents;
+use fluxgate_platform_defaults::documents::{MAX_INPUT_BYTES, parse_documents};
 use fluxgate_platform_defaults::rules::NamePattern;
 use serde_json::Value;
 
@@ -40,6 +48,10 @@ use serde_json::Value;
 pub const DEFAULT_MAX_FILES: usize = 2000;
 /// Largest checkout accepted when the platform's `maxRepoBytes` is unknown.
 pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
+/// Most YAML documents (objects) read from a path: each one is dry-run and
+/// applied, so a file of a million `---` separated documents is refused
+/// before the API server sees any.
+pub const DEFAULT_MAX_OBJECTS: usize = 10_000;
 
 /// File names that would make Flux run kustomize.
 const KUSTOMIZATION_FILES: &[&str] = &["kustomization.yaml", "kustomization.yml", "Kustomization"];
@@ -49,9 +61,12 @@ const KUSTOMIZATION_FILES: &[&str] = &["kustomization.yaml", "kustomization.yml"
 pub struct Limits {
     /// Most manifest files under the path.
     pub max_files: usize,
-    /// Most bytes of manifest files under the path (and of the whole
-    /// checkout, which the Git step checks).
+    /// Most bytes of manifest files under the path (and of the transfer
+    /// and the checkout, which the Git step checks); also the most the
+    /// parsed documents may add up to once YAML aliases are expanded.
     pub max_bytes: u64,
+    /// Most documents under the path.
+    pub max_objects: usize,
 }
 
 impl Default for Limits {
@@ -59,7 +74,17 @@ impl Default for Limits {
         Self {
             max_files: DEFAULT_MAX_FILES,
             max_bytes: DEFAULT_MAX_BYTES,
+            max_objects: DEFAULT_MAX_OBJECTS,
         }
+    }
+}
+
+impl Limits {
+    /// Largest single file read: the byte limit, and never more than the
+    /// YAML parser takes.
+    pub fn max_file_bytes(&self) -> u64 {
+        self.max_bytes
+            .min(u64::try_from(MAX_INPUT_BYTES).unwrap_or(u64::MAX))
     }
 }
 
@@ -372,11 +397,59 @@ pub enum ManifestError {
         /// The IO error.
         message: String,
     },
-    /// A file is not UTF-8.
-    #[error("{file}: not valid UTF-8 text")]
-    NotUtf8 {
+    /// One file is larger than a manifest file may be.
+    #[error(
+        "{file} is {bytes} bytes; a manifest file may hold at most {max} bytes (the platform's limit); split it"
+    )]
+    FileTooLarge {
         /// The file.
         file: String,
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A file is not text: not UTF-8, or with NUL bytes (a binary file
+    /// named like a manifest).
+    #[error(
+        "{file}:{line}: {problem}; a file named *.yaml or *.yml must be UTF-8 YAML text (rename binary files)"
+    )]
+    NotText {
+        /// The file.
+        file: String,
+        /// The line of the first offending byte.
+        line: usize,
+        /// What is wrong.
+        problem: String,
+    },
+    /// More documents than allowed.
+    #[error(
+        "path {path:?} holds more than {max} YAML documents (the platform's limit; {file}:{line} went over it); split the repository or narrow the path"
+    )]
+    TooManyObjects {
+        /// The effective path.
+        path: String,
+        /// The file that went over.
+        file: String,
+        /// The line of the document that went over.
+        line: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The documents grow past the byte limit once YAML aliases are
+    /// expanded.
+    #[error(
+        "{file}:{line}: the manifests under {path:?} exceed {max} bytes once YAML aliases are expanded (the platform's limit); do not use anchors and aliases to repeat large values"
+    )]
+    Expanded {
+        /// The effective path.
+        path: String,
+        /// The file of the document that went over.
+        file: String,
+        /// The line of that document.
+        line: usize,
+        /// The limit.
+        max: u64,
     },
     /// A document is not YAML.
     #[error("{file}:{line}: invalid YAML: {message}")]
@@ -512,9 +585,12 @@ impl ManifestError {
             Self::SymlinkEscapes { file, .. }
             | Self::SymlinkBroken { file }
             | Self::TooManyBytes { file, .. }
+            | Self::FileTooLarge { file, .. }
+            | Self::NotText { file, .. }
+            | Self::TooManyObjects { file, .. }
+            | Self::Expanded { file, .. }
             | Self::Kustomization { file }
             | Self::Read { file, .. }
-            | Self::NotUtf8 { file }
             | Self::Yaml { file, .. }
             | Self::NotAnObject { file, .. }
             | Self::UnknownKind { file, .. }
@@ -532,6 +608,9 @@ impl ManifestError {
     pub fn line(&self) -> Option<usize> {
         match self {
             Self::Yaml { line, .. }
+            | Self::NotText { line, .. }
+            | Self::TooManyObjects { line, .. }
+            | Self::Expanded { line, .. }
             | Self::NotAnObject { line, .. }
             | Self::UnknownKind { line, .. }
             | Self::ClusterScoped { line, .. }
@@ -614,6 +693,18 @@ impl Walk<'_> {
             }
             let meta = std::fs::symlink_metadata(&path).map_err(|e| self.io_error(&path, &e))?;
             let (meta, target) = if meta.file_type().is_symlink() {
+                // Judged by where it points first: a link out of the path
+                // is an escape whether or not its target exists (the Git
+                // step checks out nothing outside the path).
+                if let Ok(pointed) = std::fs::read_link(&path)
+                    && !lexically_inside(dir, &pointed, &self.base)
+                {
+                    return Err(ManifestError::SymlinkEscapes {
+                        file: self.rel(&path),
+                        target: pointed.display().to_string(),
+                        path: self.path_text.to_owned(),
+                    });
+                }
                 let resolved =
                     std::fs::canonicalize(&path).map_err(|_| ManifestError::SymlinkBroken {
                         file: self.rel(&path),
@@ -653,6 +744,13 @@ impl Walk<'_> {
             if !is_manifest_name(&name) {
                 continue;
             }
+            if meta.len() > self.limits.max_file_bytes() {
+                return Err(ManifestError::FileTooLarge {
+                    file: self.rel(&path),
+                    bytes: meta.len(),
+                    max: self.limits.max_file_bytes(),
+                });
+            }
             if self.files.len() >= self.limits.max_files {
                 return Err(ManifestError::TooManyFiles {
                     path: self.path_text.to_owned(),
@@ -672,6 +770,117 @@ impl Walk<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether `target`, named by a link in `dir`, stays under `base` before
+/// any link is followed.
+fn lexically_inside(dir: &Path, target: &Path, base: &Path) -> bool {
+    let mut at = PathBuf::new();
+    for component in dir.join(target).components() {
+        match component {
+            Component::ParentDir => {
+                at.pop();
+            }
+            Component::CurDir => {}
+            other => at.push(other),
+        }
+    }
+    at.starts_with(base)
+}
+
+/// Checks that `bytes` are text a YAML parser should see: UTF-8 without
+/// NUL bytes. The error names the line of the first offending byte.
+fn as_text(file: &str, bytes: Vec<u8>) -> Result<String, ManifestError> {
+    let line_at = |bytes: &[u8], at: usize| bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+    if let Some(at) = bytes.iter().position(|b| *b == 0) {
+        return Err(ManifestError::NotText {
+            file: file.to_owned(),
+            line: line_at(&bytes, at),
+            problem: "contains a NUL byte: this is binary data, not YAML".to_owned(),
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        ManifestError::NotText {
+            file: file.to_owned(),
+            line: line_at(bytes, at),
+            problem: format!("byte 0x{:02x} is not valid UTF-8", bytes[at]),
+        }
+    })
+}
+
+/// Roughly how many bytes a parsed document stands for once written out
+/// (scalars' text plus a little per node): what aliases multiply.
+fn expanded_size(value: &Value) -> u64 {
+    // Iterative: the parser bounds the depth, but this need not rely on it.
+    let mut stack = vec![value];
+    let mut total = 0u64;
+    while let Some(v) = stack.pop() {
+        total = total.saturating_add(match v {
+            Value::Null | Value::Bool(_) => 4,
+            Value::Number(_) => 8,
+            Value::String(s) => s.len() as u64 + 2,
+            Value::Array(items) => {
+                stack.extend(items.iter());
+                2
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    total = total.saturating_add(key.len() as u64 + 2);
+                    stack.push(item);
+                }
+                2
+            }
+        });
+    }
+    total
+}
+
+/// A parser message, with what it means when it is one of the parser's
+/// budgets (amplification through aliases, nesting, size).
+fn explain_yaml_error(message: String) -> String {
+    if message.contains("budget breached") {
+        format!(
+            "{message} (the document is too large or too deeply nested once YAML aliases are expanded; per document at most 250,000 nodes, 64 MiB of text and 64 levels)"
+        )
+    } else if message.contains("recursion limit") {
+        format!("{message} (nesting deeper than the parser allows)")
+    } else {
+        message
+    }
+}
+
+/// Stack of the thread [`read_on_own_stack`] reads on. The YAML
+/// deserializer recurses once per nesting level; at its depth budget (64)
+/// that takes about 1.7 MiB of stack in a debug build (under 256 KiB
+/// optimised), close to the 2 MiB of the runtime's blocking threads. The
+/// memory is reserved, not committed.
+pub const READ_STACK_BYTES: usize = 16 * 1024 * 1024;
+
+/// [`read`] on a thread of its own with a [`READ_STACK_BYTES`] stack, so
+/// deeply nested YAML cannot overflow the caller's stack. Blocking.
+pub fn read_on_own_stack(
+    root: &Path,
+    path: &str,
+    limits: Limits,
+) -> Result<Vec<SourceDoc>, ManifestError> {
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("read-manifests".into())
+            .stack_size(READ_STACK_BYTES)
+            .spawn_scoped(scope, || read(root, path, limits))
+            .map_err(|e| ManifestError::Read {
+                file: ".".into(),
+                message: format!("cannot start a thread to read the manifests: {e}"),
+            })?;
+        reader.join().unwrap_or_else(|_| {
+            Err(ManifestError::Read {
+                file: ".".into(),
+                message: "the manifest reader failed unexpectedly".into(),
+            })
+        })
+    })
 }
 
 /// Reads every manifest document under `path` (relative to the checkout
@@ -713,28 +922,41 @@ pub fn read(root: &Path, path: &str, limits: Limits) -> Result<Vec<SourceDoc>, M
     files.sort_by(|a, b| a.0.cmp(&b.0));
 
     let mut docs = Vec::new();
+    let mut expanded = 0u64;
     for (file, real) in files {
         let bytes = std::fs::read(&real).map_err(|e| ManifestError::Read {
             file: file.clone(),
             message: e.to_string(),
         })?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| ManifestError::NotUtf8 { file: file.clone() })?;
+        let text = as_text(&file, bytes)?;
         for parsed in parse_documents(&text) {
-            match parsed {
-                Ok(doc) => docs.push(SourceDoc {
-                    file: file.clone(),
+            let doc = parsed.map_err(|err| ManifestError::Yaml {
+                file: file.clone(),
+                line: err.line,
+                message: explain_yaml_error(err.message),
+            })?;
+            if docs.len() >= limits.max_objects {
+                return Err(ManifestError::TooManyObjects {
+                    path: path.to_owned(),
+                    file,
                     line: doc.line,
-                    value: doc.value,
-                }),
-                Err(err) => {
-                    return Err(ManifestError::Yaml {
-                        file,
-                        line: err.line,
-                        message: err.message,
-                    });
-                }
+                    max: limits.max_objects,
+                });
             }
+            expanded = expanded.saturating_add(expanded_size(&doc.value));
+            if expanded > limits.max_bytes {
+                return Err(ManifestError::Expanded {
+                    path: path.to_owned(),
+                    file,
+                    line: doc.line,
+                    max: limits.max_bytes,
+                });
+            }
+            docs.push(SourceDoc {
+                file: file.clone(),
+                line: doc.line,
+                value: doc.value,
+            });
         }
     }
     Ok(docs)
@@ -1082,7 +1304,7 @@ mod tests {
         }
         let few = Limits {
             max_files: 2,
-            max_bytes: DEFAULT_MAX_BYTES,
+            ..Limits::default()
         };
         let err = read(root, ".", few).unwrap_err();
         assert!(
@@ -1092,6 +1314,7 @@ mod tests {
         let small = Limits {
             max_files: 10,
             max_bytes: 100,
+            ..Limits::default()
         };
         let err = read(root, ".", small).unwrap_err();
         assert!(

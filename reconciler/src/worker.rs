@@ -47,7 +47,7 @@ use crate::cluster;
 use crate::config::{CommonArgs, is_plain_name};
 use crate::drift::{Tracker, WatchKey};
 use crate::error::{Class, SyncError, chain};
-use crate::git::{Commit, Credentials, RefName, Source};
+use crate::git::{Commit, Credentials, RefName, Selection, Source};
 use crate::inventory::{self, Inventory};
 use crate::manifests::{self, Policy, Scope, display_object};
 use crate::metrics::{Metrics, Reconciled};
@@ -535,9 +535,24 @@ impl Worker {
 
         let dir = self.shared.args.work_dir.join(&self.name);
         let checkout = dir.join("checkout");
-        let commit = source
-            .fetch_async(dir.join("cache.git"), checkout.clone())
-            .await?;
+        let selection = Selection {
+            path: inputs.path.clone(),
+            max_files: self.shared.args.max_files,
+        };
+        let fetched = source
+            .fetch_selected_async(dir.join("cache.git"), checkout.clone(), selection)
+            .await
+            .map_err(SyncError::from);
+        let commit = match fetched {
+            Ok(commit) => commit,
+            Err(err) => {
+                // Too many files or bytes: the commit itself is refused.
+                if err.failure(None).class == Class::Terminal {
+                    self.refused = Some((resolved.sha.clone(), inputs.clone()));
+                }
+                return Err(err);
+            }
+        };
         let revision = commit.revision();
         self.attempting = Some(revision.clone());
         let result = self.apply_revision(fc, inputs, &commit, &checkout).await;
@@ -563,9 +578,10 @@ impl Worker {
         let revision = commit.revision();
         let limits = shared.args.limits();
         let (root, path) = (checkout.to_owned(), inputs.path.clone());
-        let docs = tokio::task::spawn_blocking(move || manifests::read(&root, &path, limits))
-            .await
-            .map_err(|e| SyncError::Local(std::io::Error::other(e)))??;
+        let docs =
+            tokio::task::spawn_blocking(move || manifests::read_on_own_stack(&root, &path, limits))
+                .await
+                .map_err(|e| SyncError::Local(std::io::Error::other(e)))??;
 
         let types: BTreeSet<(&str, &str)> = docs
             .iter()
