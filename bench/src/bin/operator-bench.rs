@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::Parser;
+use fluxgate_bench::{BoxError, machine, memory, ms, percentile, rustc_version};
 use fluxgate_crds::{FluxConfig, PlatformDefaults, conditions};
 use fluxgate_e2e::testenv::{self, ControlPlane};
 use fluxgate_platform_defaults::render::{
@@ -68,8 +69,6 @@ struct Args {
     timeout_seconds: u64,
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
@@ -90,49 +89,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// `VmRSS` and `VmHWM` of this process, in MiB.
-fn memory() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_gib = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0 / 1024.0);
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!(
-        "{cpus} CPUs ({model}), {mem_gib:.1} GiB memory, Linux {}",
-        kernel.trim()
-    )
-}
-
-fn rustc_version() -> String {
-    std::process::Command::new("rustc")
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map_or_else(|| "unknown".into(), |s| s.trim().to_owned())
 }
 
 fn yaml_docs(path: &str) -> Result<Vec<serde_json::Value>, BoxError> {
@@ -264,15 +220,6 @@ fn writes_by_verb(metrics: &fluxgate_operator::metrics::Metrics) -> String {
         .join(", ")
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    // Nearest rank.
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 async fn run(args: Args) -> Result<(), BoxError> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -327,7 +274,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .await?;
 
     // The operator, in this process, with its ServiceAccount's rights.
-    let (rss_before, _) = memory();
+    let (rss_before, _) = memory("self");
     let token = testenv::service_account_token(&admin, PLATFORM_NS, "fluxgate-operator").await?;
     let operator_client = cp.client_for_token(&token)?;
     let config = fluxgate_operator::Config::parse_from([
@@ -423,7 +370,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let wall = last.saturating_duration_since(onboard_start);
     let onboard_writes = handle.metrics.total_writes();
     let (audit_after, onboard_lease_writes, onboard_audit_writes) = audited_writes(&cp, audit_mark);
-    let (rss_after, hwm_after) = memory();
+    let (rss_after, hwm_after) = memory("self");
     let reconciles = handle.metrics.total_reconciles();
 
     // Steady state: nothing changes.
@@ -435,7 +382,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let steady_writes = handle.metrics.total_writes() - steady_writes_before;
     let (_, steady_leases, steady_audit) = audited_writes(&cp, steady_mark);
     let steady_reconciles = handle.metrics.total_reconciles() - steady_reconciles_before;
-    let (rss_steady, hwm_steady) = memory();
+    let (rss_steady, hwm_steady) = memory("self");
 
     let _ = stop_tx.send(());
     let _ = operator.await;
@@ -498,6 +445,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
                             std::slice::from_ref(&ns),
                         ),
                         credentials: (*credentials).clone(),
+                        network_policy: None,
                     };
                     renderer.render(&input)?.objects
                 };
@@ -536,7 +484,6 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let base_wall = base_start.elapsed();
     let base_total_writes: usize = base_writes.iter().sum();
 
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!();
     println!("## operator (from cold, {} teams)", args.teams);
     println!(

@@ -40,6 +40,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::Parser;
+use fluxgate_bench::{
+    BoxError, clock_ticks, cpu_seconds, load_average, machine, median, memory, ms, ratio,
+    rustc_version, secs, version_of,
+};
 use fluxgate_crds::{FluxConfig, conditions};
 use fluxgate_e2e::gitserver::{GitServer, Repo};
 use fluxgate_e2e::testenv::{self, ControlPlane};
@@ -97,8 +101,6 @@ struct Args {
     timeout_seconds: u64,
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
@@ -123,66 +125,6 @@ fn main() -> std::process::ExitCode {
 
 // ---------------------------------------------------------------------------
 // Machine, processes, small helpers.
-
-/// `VmRSS` and `VmHWM` of `/proc/<pid>` (`self` for this process), in MiB.
-fn memory(pid: &str) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// User + system CPU time of `/proc/<pid>` so far, in seconds.
-fn cpu_seconds(pid: &str, ticks: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses): state is
-    // field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (get(11) + get(12)) / ticks
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .unwrap_or(100.0)
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_gib = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0 / 1024.0);
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!(
-        "{cpus} CPUs ({model}), {mem_gib:.1} GiB memory, Linux {}",
-        kernel.trim()
-    )
-}
 
 /// Time to create 1,000 files of 400 bytes in 100 directories under the
 /// temporary directory, as a checkout of the repository does: on this
@@ -209,56 +151,12 @@ fn file_creation_probe() -> String {
     }
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| {
-            let parts: Vec<&str> = l.split_whitespace().take(3).collect();
-            Some(parts.join(" ")).filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// The first line of `program args` (its version), or "unknown".
-fn version_of(program: &Path, args: &[&str]) -> String {
-    std::process::Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().next().map(|l| l.trim().to_owned()))
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(values: &[Duration]) -> Duration {
-    let mut v = values.to_vec();
-    v.sort();
-    match v.len() {
-        0 => Duration::ZERO,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2,
-    }
-}
-
 fn list_ms(values: &[Duration]) -> String {
     values
         .iter()
         .map(|d| format!("{:.0}", ms(*d)))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64().max(f64::EPSILON)
 }
 
 /// Total size of the files under `dir`, in bytes.
@@ -1271,7 +1169,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     println!("disk:       {}", file_creation_probe());
     println!(
         "toolchain:  {}; {}",
-        version_of(Path::new("rustc"), &["--version"]),
+        rustc_version(),
         version_of(Path::new("git"), &["--version"])
     );
     println!(
