@@ -1,34 +1,65 @@
-//! Admission latency benchmark (not a test: it prints figures and asserts
-//! nothing).
-//!
-//! Drives the real HTTPS webhook (`Webhook::serve_state` with a snapshot of
-//! 40 PlatformDefaults, 500 namespaces and 2,000 FluxConfigs) with realistic
-//! FluxConfig AdmissionReviews (CREATE and UPDATE, allowed and denied, with
-//! managedFields and a last-applied annotation, ~3 KiB each) at fixed rates
-//! over keep-alive HTTP/1.1, from an in-process hyper-util + rustls client.
-//! The same load then goes to a baseline: a minimal axum + rustls server on
-//! the same accept loop shape that reads the body and returns a fixed allow
-//! response. The load is open loop: requests start on a fixed schedule
-//! whatever the responses do (each on its own task, the pool opens more
-//! connections when all are busy), so a slow server cannot slow the load
-//! down; latency counts from the moment a request starts, which keeps the
-//! 1 ms granularity of tokio's timer out of the figures.
+//! Admission webhook benchmark, direct (not a test: it prints figures and
+//! asserts nothing).
 //!
 //! ```sh
 //! cargo run --release -p fluxgate-admission-webhook --example bench
-//! cargo run --release -p fluxgate-admission-webhook --example bench -- --rates 500,1000,2000 --seconds 5
+//! cargo run --release -p fluxgate-admission-webhook --example bench -- --rates 500,1000,2000,5000 --seconds 5 --connections 1,2,4,8,16,32,64,128 --saturation-seconds 3
 //! ```
+//!
+//! **Servers.** The real HTTPS webhook (`Webhook::serve_state` with a
+//! snapshot of 40 PlatformDefaults, 500 namespaces and 2,000 FluxConfigs)
+//! and a baseline: a minimal axum + rustls server with the same TLS
+//! library, provider and connection builder that reads the body and
+//! returns a fixed allow response. Each runs in its **own child process**
+//! (this example started again with a hidden `--serve` flag), with a
+//! runtime of `--server-threads` workers (2, like a small pod). The
+//! machine has two cores shared by client and server, so the server's CPU
+//! time and memory are read from `/proc/<child>/stat` and `status`: they
+//! cannot mix with the client's, and the RSS is the server's alone (the
+//! webhook's includes its snapshot). The client is one tokio worker thread
+//! in this process (hyper-util + rustls, keep-alive HTTP/1.1).
+//!
+//! **Requests.** 200 distinct realistic FluxConfig AdmissionReviews (CREATE
+//! and UPDATE, allowed and denied, with managedFields and a last-applied
+//! annotation, 2.2–3.3 KiB each), in turn.
+//!
+//! **Fixed rates** (open loop): requests start on a fixed schedule whatever
+//! the responses do (each on its own task; the pool opens more connections
+//! when all are busy), so a slow server cannot slow the load down; latency
+//! counts from the moment a request starts, which keeps the 1 ms
+//! granularity of tokio's timer out of the figures. One second of warm-up
+//! at the same rate precedes each measurement.
+//!
+//! **Saturation** (closed loop): C tasks each send the next request as soon
+//! as the previous answer has arrived, over C keep-alive connections, for
+//! C = 1, 2, 4, … (`--connections`). The sweep goes up until throughput has
+//! not grown by 5% for two steps in a row; the step with the highest
+//! throughput is the saturation point. A sweep rather than one fixed high
+//! concurrency because the knee differs between the two servers and with
+//! the machine's load, and past it more connections only add queueing
+//! (p99 grows, throughput does not). Each step has half a second of warm-up
+//! on fresh connections.
+//!
+//! Every line reports the server's CPU (cores busy and CPU µs per request)
+//! and the ratio fluxgate / baseline comes from the same run. Throughput
+//! per server CPU-second is the figure least sensitive to the client and to
+//! other load on the machine.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::post;
+use clap::Parser as _;
 use fluxgate_admission_webhook::{AppState, Config, Labels, Snapshot, Webhook};
 use fluxgate_crds::{FluxConfig, FluxConfigSpec, GitReference, PlatformDefaults};
 use fluxgate_platform_defaults::PlatformSettings;
@@ -45,66 +76,69 @@ const NAMESPACES: usize = 500;
 const FLUX_CONFIGS_PER_NAMESPACE: usize = 4;
 const TENANT_CLASSES: usize = 39;
 const WARM_UP: Duration = Duration::from_secs(1);
+const SATURATION_WARM_UP: Duration = Duration::from_millis(500);
+/// Growth below which a saturation step counts as "no longer growing".
+const GROWTH: f64 = 1.05;
+
+/// Flags.
+#[derive(Debug, clap::Parser)]
+#[command(name = "bench", about = "fluxgate admission webhook, direct")]
+struct Args {
+    /// Fixed request rates (open loop), per second.
+    #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,5000")]
+    rates: Vec<u32>,
+    /// Seconds measured per rate.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent connections of the saturation sweep, in order (empty: no
+    /// sweep).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64,128")]
+    connections: Vec<usize>,
+    /// Seconds measured per saturation step.
+    #[arg(long, default_value_t = 3)]
+    saturation_seconds: u64,
+    /// Worker threads of each server's runtime.
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
+    /// Internal: serve `webhook` or `baseline` in this process (the
+    /// benchmark starts itself this way).
+    #[arg(long, hide = true)]
+    serve: Option<String>,
+    /// Internal: the serving certificate of `--serve`.
+    #[arg(long, hide = true)]
+    cert: Option<PathBuf>,
+    /// Internal: the serving key of `--serve`.
+    #[arg(long, hide = true)]
+    key: Option<PathBuf>,
+}
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut rates = vec![500u32, 1000];
-    let mut seconds = 5u64;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--rates" => {
-                rates = args
-                    .next()
-                    .unwrap()
-                    .split(',')
-                    .map(|r| r.parse().unwrap())
-                    .collect();
-            }
-            "--seconds" => seconds = args.next().unwrap().parse().unwrap(),
-            other => panic!("unknown argument {other}; use --rates 500,1000 --seconds 5"),
-        }
+    let args = Args::parse();
+    if let Some(kind) = &args.serve {
+        serve(kind, &args);
+        return;
     }
-    let duration = Duration::from_secs(seconds);
+    let command: Vec<String> = std::env::args().skip(1).collect();
 
     let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let cert_pem = cert.cert.pem();
-    std::fs::write(dir.path().join("tls.crt"), &cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
+    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_file, &cert_pem).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
 
-    // Servers on their own runtime (two workers, like a small pod); the
-    // client on another, so its cost is the same for both servers.
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let snapshot = snapshot();
     let reviews = Arc::new(reviews());
     let in_process = in_process_costs(&snapshot, &reviews);
-    let (webhook_addr, baseline_addr) = server_rt.block_on(async {
-        let config = Config {
-            tls_cert_file: dir.path().join("tls.crt"),
-            tls_key_file: dir.path().join("tls.key"),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            admin_listen: "127.0.0.1:0".parse().unwrap(),
-            platform_namespace: "fluxgate-system".into(),
-            default_reconciler_image: None,
-            default_cluster_role: None,
-            max_body_bytes: 1024 * 1024,
-            protected_namespaces: Vec::new(),
-        };
-        let webhook = Webhook::bind(&config).await.unwrap();
-        let webhook_addr = webhook.local_addr().unwrap();
-        tokio::spawn(webhook.serve_state(
-            AppState::from_snapshot(snapshot),
-            std::future::pending::<()>(),
-        ));
-        let baseline_addr = start_baseline(&config).await;
-        (webhook_addr, baseline_addr)
-    });
+    drop(snapshot);
+    let ticks = clock_ticks();
+    let servers = [
+        Server::start("baseline", &args, &cert_file, &key_file, ticks),
+        Server::start("webhook", &args, &cert_file, &key_file, ticks),
+    ];
 
+    // The client: one worker thread, the same for both servers.
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -112,58 +146,374 @@ fn main() {
         .unwrap();
     client_rt.block_on(async {
         let sizes: Vec<usize> = reviews.iter().map(|r| r.len()).collect();
+        println!("# fluxgate admission webhook benchmark, direct");
         println!(
-            "fluxgate admission webhook benchmark: {} request bodies ({}..{} bytes), {} s per rate, keep-alive HTTP/1.1 over TLS",
+            "command:   cargo run --release -p fluxgate-admission-webhook --example bench{}",
+            if command.is_empty() {
+                String::new()
+            } else {
+                format!(" -- {}", command.join(" "))
+            }
+        );
+        println!("machine:   {}", machine());
+        println!("load:      {} (1/5/15 min, at start)", load_average());
+        println!("toolchain: {}", rustc_version());
+        println!(
+            "requests:  {} bodies ({}..{} bytes), keep-alive HTTP/1.1 over TLS (rustls, ring); client: 1 tokio worker in this process",
             reviews.len(),
             sizes.iter().min().unwrap(),
             sizes.iter().max().unwrap(),
-            seconds
         );
         println!(
-            "snapshot: {} PlatformDefaults, {NAMESPACES} namespaces, {} FluxConfigs\n",
+            "servers:   each a child process with {} runtime worker(s); webhook snapshot: {} PlatformDefaults, {NAMESPACES} namespaces, {} FluxConfigs",
+            args.server_threads,
             TENANT_CLASSES + 1,
             NAMESPACES * FLUX_CONFIGS_PER_NAMESPACE
         );
-        println!(
-            "in-process cost per request (no network): review() {:.1} µs, router() with JSON in and out {:.1} µs\n",
-            in_process.0, in_process.1
-        );
-        let client = client(&cert_pem);
-        println!(
-            "{:>6}  {:<9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
-            "rate/s", "server", "done/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "errors"
-        );
-        for rate in rates {
-            let mut results = Vec::new();
-            for (name, addr) in [("baseline", baseline_addr), ("webhook", webhook_addr)] {
-                // Warm-up: connections, allocator, caches.
-                run(&client, addr, &reviews, rate, WARM_UP).await;
-                let result = run(&client, addr, &reviews, rate, duration).await;
-                println!(
-                    "{rate:>6}  {name:<9} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>7}",
-                    result.throughput,
-                    result.percentile(50.0),
-                    result.percentile(99.0),
-                    result.percentile(99.9),
-                    result.percentile(100.0),
-                    result.errors
-                );
-                results.push(result);
-            }
-            let (base, hook) = (&results[0], &results[1]);
-            let ratio = |p: f64| hook.percentile(p) as f64 / base.percentile(p).max(1) as f64;
+        for server in &servers {
             println!(
-                "{rate:>6}  {:<9} {:>10.2} {:>9.2} {:>9.2} {:>9.2}\n",
-                "ratio",
-                hook.throughput / base.throughput,
-                ratio(50.0),
-                ratio(99.0),
-                ratio(99.9)
+                "           {:<8} pid {}, VmRSS {:.1} MiB after start",
+                server.name, server.pid, server.idle_rss
             );
         }
+        println!(
+            "in-process cost per request (no network): review() {:.1} µs, router() with JSON in and out {:.1} µs",
+            in_process.0, in_process.1
+        );
+
+        println!("\n## fixed rates (open loop), {} s each", args.seconds);
+        println!("{}", RunResult::header("rate/s"));
+        let duration = Duration::from_secs(args.seconds);
+        for &rate in &args.rates {
+            let mut results = Vec::new();
+            for server in &servers {
+                let client = client(&cert_pem);
+                // Warm-up: connections, allocator, caches.
+                open_loop(&client, server.addr, &reviews, rate, WARM_UP).await;
+                let result = server
+                    .measure(open_loop(&client, server.addr, &reviews, rate, duration))
+                    .await;
+                println!("{}", result.line(&rate.to_string(), server.name));
+                results.push(result);
+            }
+            println!("{}", RunResult::ratio_line(&rate.to_string(), &results[1], &results[0]));
+        }
+
+        if args.connections.is_empty() {
+            return;
+        }
+        println!(
+            "\n## saturation (closed loop, C connections each with one request in flight), {} s per step",
+            args.saturation_seconds
+        );
+        println!("{}", RunResult::header("conns"));
+        let duration = Duration::from_secs(args.saturation_seconds);
+        let mut peaks = Vec::new();
+        for server in &servers {
+            let mut steps: Vec<(usize, RunResult)> = Vec::new();
+            let mut best = 0.0f64;
+            let mut flat = 0;
+            for &connections in &args.connections {
+                let client = client(&cert_pem);
+                closed_loop(&client, server.addr, &reviews, connections, SATURATION_WARM_UP).await;
+                let result = server
+                    .measure(closed_loop(&client, server.addr, &reviews, connections, duration))
+                    .await;
+                println!("{}", result.line(&connections.to_string(), server.name));
+                let throughput = result.throughput;
+                steps.push((connections, result));
+                if throughput > best * GROWTH {
+                    flat = 0;
+                } else {
+                    flat += 1;
+                }
+                best = best.max(throughput);
+                if flat == 2 {
+                    break;
+                }
+            }
+            let peak = steps
+                .into_iter()
+                .max_by(|a, b| a.1.throughput.total_cmp(&b.1.throughput))
+                .unwrap();
+            peaks.push(peak);
+        }
+        let (base, hook) = (&peaks[0], &peaks[1]);
+        println!("\n## saturation point (the step with the highest throughput)");
+        println!("{}", RunResult::header("conns"));
+        println!("{}", base.1.line(&base.0.to_string(), "baseline"));
+        println!("{}", hook.1.line(&hook.0.to_string(), "webhook"));
+        println!("{}", RunResult::ratio_line("peak", &hook.1, &base.1));
+        println!(
+            "throughput per server CPU-second: webhook {:.0}, baseline {:.0}, ratio {:.2}",
+            hook.1.per_cpu_second(),
+            base.1.per_cpu_second(),
+            hook.1.per_cpu_second() / base.1.per_cpu_second()
+        );
     });
-    drop(server_rt);
+    drop(client_rt);
+    println!("\nload:      {} (1/5/15 min, at the end)", load_average());
+    println!("\n## server memory");
+    for server in &servers {
+        let (rss, hwm) = server.memory();
+        println!(
+            "{:<8} VmRSS {:.1} MiB after start, {rss:.1} MiB at the end, peak (VmHWM) {hwm:.1} MiB",
+            server.name, server.idle_rss
+        );
+    }
 }
+
+// ---------------------------------------------------------------------------
+// The servers, each in a child process.
+
+/// A server child process; dropping it closes its stdin, which ends it.
+struct Server {
+    name: &'static str,
+    addr: SocketAddr,
+    pid: String,
+    idle_rss: f64,
+    ticks: f64,
+    child: Child,
+}
+
+impl Server {
+    fn start(
+        name: &'static str,
+        args: &Args,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ticks: f64,
+    ) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .arg("--serve")
+            .arg(name)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .arg("--server-threads")
+            .arg(args.server_threads.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("{name} server said {line:?}"))
+            .parse()
+            .unwrap();
+        let pid = child.id().to_string();
+        let (idle_rss, _) = memory(&pid);
+        Self {
+            name,
+            addr,
+            pid,
+            idle_rss,
+            ticks,
+            child,
+        }
+    }
+
+    fn cpu(&self) -> f64 {
+        cpu_seconds(&self.pid, self.ticks)
+    }
+
+    fn memory(&self) -> (f64, f64) {
+        memory(&self.pid)
+    }
+
+    /// Runs `load`, adding the server's and this process's CPU time over it.
+    async fn measure(&self, load: impl Future<Output = RunResult>) -> RunResult {
+        let (server, client) = (self.cpu(), cpu_seconds("self", self.ticks));
+        let mut result = load.await;
+        result.server_cpu = self.cpu() - server;
+        result.client_cpu = cpu_seconds("self", self.ticks) - client;
+        result
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The child side: serves until stdin closes.
+fn serve(kind: &str, args: &Args) {
+    let (cert, key) = (args.cert.clone().unwrap(), args.key.clone().unwrap());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.server_threads.max(1))
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = runtime.block_on(async {
+        match kind {
+            "webhook" => {
+                // Through the flags, so a new flag with a default needs no
+                // change here.
+                let argv: Vec<std::ffi::OsString> = vec![
+                    "fluxgate-admission-webhook".into(),
+                    "--tls-cert-file".into(),
+                    cert.clone().into_os_string(),
+                    "--tls-key-file".into(),
+                    key.clone().into_os_string(),
+                    "--listen=127.0.0.1:0".into(),
+                    "--admin-listen=127.0.0.1:0".into(),
+                ];
+                let config = Config::try_parse_from(argv).unwrap();
+                let webhook = Webhook::bind(&config).await.unwrap();
+                let addr = webhook.local_addr().unwrap();
+                tokio::spawn(webhook.serve_state(
+                    AppState::from_snapshot(snapshot()),
+                    std::future::pending::<()>(),
+                ));
+                addr
+            }
+            "baseline" => start_baseline(&cert, &key).await,
+            other => panic!("unknown server {other}"),
+        }
+    });
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening {addr}").unwrap();
+    stdout.flush().unwrap();
+    // Until the parent closes our stdin (or dies).
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    drop(runtime);
+}
+
+/// A minimal axum + rustls server: same TLS library, provider and
+/// connection builder as the webhook, no decision, a fixed allow.
+async fn start_baseline(cert: &std::path::Path, key: &std::path::Path) -> SocketAddr {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let fixed = Bytes::from_static(
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true,"status":{}}}"#,
+    );
+    let router = Router::new().route(
+        "/validate",
+        post(move |_body: Bytes| {
+            let fixed = fixed.clone();
+            async move { ([(http::header::CONTENT_TYPE, "application/json")], fixed) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let service = TowerToHyperService::new(router);
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, builder, service) = (acceptor.clone(), builder.clone(), service.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(tls), service)
+                        .into_owned()
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+// ---------------------------------------------------------------------------
+// Machine and /proc. (The same readings as `bench/src/lib.rs`; an example of
+// this crate cannot depend on the benchmark crate, which depends on it.)
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0 / 1024.0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpus} CPUs ({model}), {mem_gib:.1} GiB memory, Linux {}",
+        kernel.trim()
+    )
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn rustc_version() -> String {
+    Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(|| "unknown".into(), |s| s.trim().to_owned())
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0)
+}
+
+/// User + system CPU seconds of `/proc/<pid>` (all its threads, live or
+/// gone).
+fn cpu_seconds(pid: &str, ticks: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name in parentheses: utime is field 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(f64::NAN))
+        .collect();
+    (fields[11] + fields[12]) / ticks
+}
+
+/// `VmRSS` and `VmHWM` of `/proc/<pid>`, in MiB.
+fn memory(pid: &str) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+// ---------------------------------------------------------------------------
+// The client and the load.
 
 /// Mean µs per request of the decision alone and of the whole router
 /// (parse, decide, serialise), single-threaded, over every review body.
@@ -210,55 +560,6 @@ fn in_process_costs(snapshot: &Snapshot, reviews: &[Bytes]) -> (f64, f64) {
     (review_us, router_us)
 }
 
-/// A minimal axum + rustls server: same TLS library, provider and
-/// connection builder as the webhook, no decision, a fixed allow.
-async fn start_baseline(config: &Config) -> SocketAddr {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.tls_cert_file)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&config.tls_key_file).unwrap();
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let fixed = Bytes::from_static(
-        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true,"status":{}}}"#,
-    );
-    let router = Router::new().route(
-        "/validate",
-        post(move |_body: Bytes| {
-            let fixed = fixed.clone();
-            async move { ([(http::header::CONTENT_TYPE, "application/json")], fixed) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let service = TowerToHyperService::new(router);
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let (acceptor, builder, service) = (acceptor.clone(), builder.clone(), service.clone());
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    let _ = builder
-                        .serve_connection(TokioIo::new(tls), service)
-                        .into_owned()
-                        .await;
-                }
-            });
-        }
-    });
-    addr
-}
-
 type HttpsClient = Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
@@ -286,11 +587,18 @@ fn client(cert_pem: &str) -> HttpsClient {
         .build(https)
 }
 
+/// One measurement: latencies, throughput, and the CPU time the server and
+/// this process (the client) spent meanwhile.
 struct RunResult {
     /// Sorted latencies in µs.
     latencies: Vec<u64>,
     errors: usize,
+    elapsed: Duration,
     throughput: f64,
+    /// Server CPU seconds over the measurement.
+    server_cpu: f64,
+    /// This process's CPU seconds over the measurement (the client).
+    client_cpu: f64,
 }
 
 impl RunResult {
@@ -301,11 +609,100 @@ impl RunResult {
         let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
         self.latencies[rank.clamp(1, self.latencies.len()) - 1]
     }
+
+    /// Server CPU µs per answered request.
+    fn server_cpu_per_request(&self) -> f64 {
+        self.server_cpu * 1e6 / self.latencies.len().max(1) as f64
+    }
+
+    /// Answered requests per second of server CPU.
+    fn per_cpu_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.server_cpu.max(f64::EPSILON)
+    }
+
+    fn header(first: &str) -> String {
+        format!(
+            "{first:>6}  {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}  {:>11} {:>10} {:>11}",
+            "server",
+            "done/s",
+            "p50 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "max µs",
+            "errors",
+            "server cores",
+            "CPU µs/req",
+            "client cores"
+        )
+    }
+
+    fn line(&self, first: &str, server: &str) -> String {
+        let secs = self.elapsed.as_secs_f64().max(f64::EPSILON);
+        format!(
+            "{first:>6}  {server:<9} {:>8.0} {:>8} {:>8} {:>8} {:>8} {:>6}  {:>12.2} {:>10.0} {:>12.2}",
+            self.throughput,
+            self.percentile(50.0),
+            self.percentile(99.0),
+            self.percentile(99.9),
+            self.percentile(100.0),
+            self.errors,
+            self.server_cpu / secs,
+            self.server_cpu_per_request(),
+            self.client_cpu / secs,
+        )
+    }
+
+    /// `hook / base` for throughput, latencies and server CPU per request.
+    fn ratio_line(first: &str, hook: &RunResult, base: &RunResult) -> String {
+        let ratio = |p: f64| hook.percentile(p) as f64 / base.percentile(p).max(1) as f64;
+        format!(
+            "{first:>6}  {:<9} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>6}  {:>12} {:>10.2}\n",
+            "ratio",
+            hook.throughput / base.throughput,
+            ratio(50.0),
+            ratio(99.0),
+            ratio(99.9),
+            "",
+            "",
+            "",
+            hook.server_cpu_per_request() / base.server_cpu_per_request().max(f64::EPSILON),
+        )
+    }
+}
+
+/// Sends one review; true when it was answered 200 with a whole body.
+async fn send(client: &HttpsClient, uri: &http::Uri, body: Bytes) -> bool {
+    let request = http::Request::post(uri.clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .unwrap();
+    match client.request(request).await {
+        Ok(response) => response.status() == 200 && response.into_body().collect().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn uri(addr: SocketAddr) -> http::Uri {
+    format!("https://localhost:{}/validate", addr.port())
+        .parse()
+        .unwrap()
+}
+
+fn result(mut latencies: Vec<u64>, errors: usize, elapsed: Duration) -> RunResult {
+    latencies.sort_unstable();
+    RunResult {
+        throughput: latencies.len() as f64 / elapsed.as_secs_f64(),
+        latencies,
+        errors,
+        elapsed,
+        server_cpu: 0.0,
+        client_cpu: 0.0,
+    }
 }
 
 /// Sends `rate` requests per second for `duration`, open loop: each request
 /// has a scheduled start and its latency counts from then.
-async fn run(
+async fn open_loop(
     client: &HttpsClient,
     addr: SocketAddr,
     reviews: &Arc<Vec<Bytes>>,
@@ -314,9 +711,7 @@ async fn run(
 ) -> RunResult {
     let total = (f64::from(rate) * duration.as_secs_f64()) as usize;
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
-    let uri: http::Uri = format!("https://localhost:{}/validate", addr.port())
-        .parse()
-        .unwrap();
+    let uri = uri(addr);
     let started = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(total);
     for i in 0..total {
@@ -327,17 +722,7 @@ async fn run(
         let uri = uri.clone();
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
-            let request = http::Request::post(uri)
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(body))
-                .unwrap();
-            let ok = match client.request(request).await {
-                Ok(response) => {
-                    let ok = response.status() == 200;
-                    ok && response.into_body().collect().await.is_ok()
-                }
-                Err(_) => false,
-            };
+            let ok = send(&client, &uri, body).await;
             (ok, sent.elapsed())
         }));
     }
@@ -351,14 +736,52 @@ async fn run(
             errors += 1;
         }
     }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    RunResult {
-        throughput: latencies.len() as f64 / elapsed.as_secs_f64(),
-        latencies,
-        errors,
-    }
+    result(latencies, errors, started.elapsed())
 }
+
+/// `connections` tasks, each sending the next review as soon as its last
+/// one is answered, for `duration`.
+async fn closed_loop(
+    client: &HttpsClient,
+    addr: SocketAddr,
+    reviews: &Arc<Vec<Bytes>>,
+    connections: usize,
+    duration: Duration,
+) -> RunResult {
+    let uri = uri(addr);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let (client, uri, reviews, next) =
+                (client.clone(), uri.clone(), reviews.clone(), next.clone());
+            tokio::spawn(async move {
+                let (mut latencies, mut errors) = (Vec::new(), 0);
+                while Instant::now() < deadline {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let sent = Instant::now();
+                    if send(&client, &uri, reviews[i % reviews.len()].clone()).await {
+                        latencies.push(sent.elapsed().as_micros() as u64);
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        let (l, e) = task.await.unwrap();
+        latencies.extend(l);
+        errors += e;
+    }
+    result(latencies, errors, started.elapsed())
+}
+
+// ---------------------------------------------------------------------------
+// The snapshot and the requests.
 
 fn tenant_labels(i: usize) -> Labels {
     BTreeMap::from([
