@@ -42,7 +42,11 @@ pub struct Config {
     /// Namespace pattern no team may target, besides `kube-*`, the platform
     /// namespace and PlatformDefaults' protectedNamespaces (repeat the flag,
     /// or comma-separate in the environment variable).
-    #[arg(long = "protected-namespace", env = "FLUXGATE_PROTECTED_NAMESPACES", value_delimiter = ',')]
+    #[arg(
+        long = "protected-namespace",
+        env = "FLUXGATE_PROTECTED_NAMESPACES",
+        value_delimiter = ','
+    )]
     pub protected_namespaces: Vec<String>,
 
     /// Directory of tera templates overriding the built-in ones.
@@ -78,6 +82,38 @@ pub struct Config {
     #[arg(long, env = "FLUXGATE_RESYNC_SECONDS", default_value_t = 600)]
     pub resync_seconds: u64,
 
+    /// Give every team's reconciler a NetworkPolicy: in, only its admin
+    /// port; out, only DNS, the API server and the Git hosts (the flags
+    /// below).
+    #[arg(long, env = "FLUXGATE_NETWORK_POLICY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub network_policy: bool,
+
+    /// CIDR of the API server endpoints the reconcilers may reach
+    /// (repeatable); none: any destination on the API server ports.
+    #[arg(
+        long = "network-policy-api-server-cidr",
+        env = "FLUXGATE_NETWORK_POLICY_API_SERVER_CIDRS",
+        value_delimiter = ','
+    )]
+    pub network_policy_api_server_cidrs: Vec<String>,
+
+    /// API server port the reconcilers may reach (repeatable).
+    #[arg(long = "network-policy-api-server-port", env = "FLUXGATE_NETWORK_POLICY_API_SERVER_PORTS", value_delimiter = ',', default_values_t = [443u16, 6443])]
+    pub network_policy_api_server_ports: Vec<u16>,
+
+    /// CIDR of the Git hosts the reconcilers may reach (repeatable); none:
+    /// any destination on the Git ports.
+    #[arg(
+        long = "network-policy-git-cidr",
+        env = "FLUXGATE_NETWORK_POLICY_GIT_CIDRS",
+        value_delimiter = ','
+    )]
+    pub network_policy_git_cidrs: Vec<String>,
+
+    /// Git port the reconcilers may reach (repeatable).
+    #[arg(long = "network-policy-git-port", env = "FLUXGATE_NETWORK_POLICY_GIT_PORTS", value_delimiter = ',', default_values_t = [443u16, 22])]
+    pub network_policy_git_ports: Vec<u16>,
+
     /// Log format: `json` or `text`.
     #[arg(long, env = "FLUXGATE_LOG_FORMAT", default_value = "json")]
     pub log_format: String,
@@ -92,6 +128,20 @@ impl Config {
             default_cluster_role: self.default_cluster_role.clone(),
             protected_namespaces: self.protected_namespaces.clone(),
         }
+    }
+
+    /// The reconcilers' NetworkPolicy, when `--network-policy` is on.
+    pub fn reconciler_network_policy(
+        &self,
+    ) -> Option<fluxgate_platform_defaults::render::ReconcilerNetworkPolicy> {
+        self.network_policy.then(
+            || fluxgate_platform_defaults::render::ReconcilerNetworkPolicy {
+                api_server_cidrs: self.network_policy_api_server_cidrs.clone(),
+                api_server_ports: self.network_policy_api_server_ports.clone(),
+                git_cidrs: self.network_policy_git_cidrs.clone(),
+                git_ports: self.network_policy_git_ports.clone(),
+            },
+        )
     }
 
     /// The lease duration.

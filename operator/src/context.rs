@@ -9,6 +9,7 @@ use fluxgate_platform_defaults::PlatformSettings;
 use fluxgate_platform_defaults::render::Renderer;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Recorder;
@@ -29,6 +30,8 @@ pub struct ManagedStores {
     pub role_bindings: Store<RoleBinding>,
     /// Reconciler Deployments.
     pub deployments: Store<Deployment>,
+    /// Reconciler NetworkPolicies (with `--network-policy`).
+    pub network_policies: Store<NetworkPolicy>,
 }
 
 impl std::fmt::Debug for ManagedStores {
@@ -43,6 +46,8 @@ pub struct Context {
     pub client: kube::Client,
     /// Platform settings from the flags.
     pub settings: PlatformSettings,
+    /// The reconcilers' NetworkPolicy, when the flags ask for one.
+    pub network_policy: Option<fluxgate_platform_defaults::render::ReconcilerNetworkPolicy>,
     /// The template renderer.
     pub renderer: Renderer,
     /// Metrics.

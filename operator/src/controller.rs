@@ -29,6 +29,7 @@ use fluxgate_platform_defaults::selector::Selector;
 use futures::{StreamExt, future};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
 use kube::core::DeserializeGuard;
@@ -177,10 +178,12 @@ pub async fn run(
     let (role_store, role_stream) = managed!(Role);
     let (rb_store, rb_stream) = managed!(RoleBinding);
     let (deploy_store, deploy_stream) = managed!(Deployment);
+    let (np_store, np_stream) = managed!(NetworkPolicy);
 
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings: ctx_parts.settings,
+        network_policy: ctx_parts.network_policy,
         renderer: ctx_parts.renderer,
         metrics: ctx_parts.metrics,
         recorder: ctx_parts.recorder,
@@ -194,6 +197,7 @@ pub async fn run(
             roles: role_store.clone(),
             role_bindings: rb_store.clone(),
             deployments: deploy_store.clone(),
+            network_policies: np_store.clone(),
         },
         synced: ctx_parts.synced,
         unreadable,
@@ -213,9 +217,10 @@ pub async fn run(
             role_store.clone(),
             rb_store.clone(),
             deploy_store.clone(),
+            np_store.clone(),
         );
         tokio::spawn(async move {
-            let (b, c, d, e, f, g, h, i) = stores;
+            let (b, c, d, e, f, g, h, i, j) = stores;
             let fc_listed = async move {
                 let _ = fc_listed_rx.wait_for(|listed| *listed).await;
             };
@@ -224,12 +229,15 @@ pub async fn run(
                 b.wait_until_ready(),
                 c.wait_until_ready(),
                 d.wait_until_ready(),
-                future::join5(
-                    e.wait_until_ready(),
-                    f.wait_until_ready(),
-                    g.wait_until_ready(),
-                    h.wait_until_ready(),
-                    i.wait_until_ready(),
+                future::join(
+                    future::join5(
+                        e.wait_until_ready(),
+                        f.wait_until_ready(),
+                        g.wait_until_ready(),
+                        h.wait_until_ready(),
+                        i.wait_until_ready(),
+                    ),
+                    j.wait_until_ready(),
                 ),
             );
             let _ = all.await;
@@ -320,6 +328,7 @@ pub async fn run(
         .owns_stream(msecret_stream)
         .owns_stream(role_stream)
         .owns_stream(deploy_stream)
+        .owns_stream(np_stream)
         .watches_stream(rb_stream, rb_mapper)
         .watches_stream(pd_stream, pd_mapper)
         .watches_stream(ns_stream, ns_mapper)
@@ -362,6 +371,8 @@ pub async fn run(
 pub struct ContextParts {
     /// Platform settings.
     pub settings: fluxgate_platform_defaults::PlatformSettings,
+    /// The reconcilers' NetworkPolicy, when the flags ask for one.
+    pub network_policy: Option<fluxgate_platform_defaults::render::ReconcilerNetworkPolicy>,
     /// Template renderer.
     pub renderer: fluxgate_platform_defaults::render::Renderer,
     /// Metrics.

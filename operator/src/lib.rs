@@ -105,6 +105,10 @@ pub async fn run_with_client(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), RunError> {
     config.settings().check().map_err(RunError::Config)?;
+    let network_policy = config.reconciler_network_policy();
+    if let Some(policy) = &network_policy {
+        policy.check().map_err(RunError::Config)?;
+    }
     let renderer = match &config.templates_dir {
         Some(dir) => Renderer::from_dir(dir),
         None => Renderer::new(),
@@ -119,6 +123,7 @@ pub async fn run_with_client(
     );
     let parts = controller::ContextParts {
         settings: config.settings(),
+        network_policy,
         renderer,
         metrics: handle.metrics.clone(),
         recorder,

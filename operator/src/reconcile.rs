@@ -28,6 +28,7 @@ use fluxgate_platform_defaults::render::{
 use fluxgate_platform_defaults::{NamespaceFacts, Platform, Resolved, Violations, resolve};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -180,6 +181,7 @@ pub(crate) fn desired_objects(
         flux_configs,
         target_namespaces,
         credentials,
+        network_policy: ctx.network_policy.as_ref(),
     };
     ctx.renderer
         .render(&input)
@@ -215,6 +217,7 @@ fn api_resource(kind: &str) -> Option<ApiResource> {
         "Role" => ApiResource::erase::<Role>(&()),
         "RoleBinding" => ApiResource::erase::<RoleBinding>(&()),
         "Deployment" => ApiResource::erase::<Deployment>(&()),
+        "NetworkPolicy" => ApiResource::erase::<NetworkPolicy>(&()),
         _ => return None,
     })
 }
@@ -237,6 +240,7 @@ fn live(ctx: &Context, key: &Key) -> Option<Value> {
         "Role" => live_value(&ctx.managed.roles, key),
         "RoleBinding" => live_value(&ctx.managed.role_bindings, key),
         "Deployment" => live_value(&ctx.managed.deployments, key),
+        "NetworkPolicy" => live_value(&ctx.managed.network_policies, key),
         _ => None,
     }
 }
@@ -262,6 +266,7 @@ fn managed_for(ctx: &Context, namespace: &str) -> Vec<Key> {
     all.extend(keys(&m.roles, namespace));
     all.extend(keys(&m.role_bindings, namespace));
     all.extend(keys(&m.deployments, namespace));
+    all.extend(keys(&m.network_policies, namespace));
     all.sort();
     all
 }

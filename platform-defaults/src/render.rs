@@ -113,6 +113,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/credentials-secrets.yaml.tera"),
     ),
     (
+        "network-policy.yaml.tera",
+        include_str!("../templates/network-policy.yaml.tera"),
+    ),
+    (
         "deployment.yaml.tera",
         include_str!("../templates/deployment.yaml.tera"),
     ),
@@ -271,6 +275,64 @@ pub struct NamespaceBundleInput<'a> {
     /// by the operator (`data`, base64). Must hold every Secret in
     /// [`required_credentials`]; others are ignored.
     pub credentials: BTreeMap<String, BTreeMap<String, String>>,
+    /// When set, a NetworkPolicy limits the reconciler's traffic to DNS,
+    /// the API server and the Git hosts (the installation's
+    /// `networkPolicy` values).
+    pub network_policy: Option<&'a ReconcilerNetworkPolicy>,
+}
+
+/// Where a reconciler may connect, as far as a NetworkPolicy can say it:
+/// NetworkPolicy cannot name hosts, so the API server and the Git hosts are
+/// CIDRs; an empty list allows any destination on those ports. DNS (port
+/// 53 in `kube-system`) is always allowed; nothing else is, and only the
+/// admin port (metrics, probes) accepts connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcilerNetworkPolicy {
+    /// CIDRs of the API server endpoints.
+    pub api_server_cidrs: Vec<String>,
+    /// Ports of the API server (443 and 6443 where unsure).
+    pub api_server_ports: Vec<u16>,
+    /// CIDRs of the Git hosts.
+    pub git_cidrs: Vec<String>,
+    /// Ports of the Git hosts (443 for HTTPS, 22 for SSH).
+    pub git_ports: Vec<u16>,
+}
+
+impl ReconcilerNetworkPolicy {
+    /// Checks every CIDR (`address/prefix`, prefix within the address
+    /// family) and that each list of ports is non-empty, naming the value.
+    pub fn check(&self) -> Result<(), String> {
+        for (what, cidrs) in [
+            ("API server CIDR", &self.api_server_cidrs),
+            ("Git CIDR", &self.git_cidrs),
+        ] {
+            for cidr in cidrs {
+                let valid = cidr.split_once('/').is_some_and(|(ip, prefix)| {
+                    match (ip.parse::<std::net::IpAddr>(), prefix.parse::<u8>()) {
+                        (Ok(std::net::IpAddr::V4(_)), Ok(p)) => p <= 32 && !prefix.starts_with('+'),
+                        (Ok(std::net::IpAddr::V6(_)), Ok(p)) => {
+                            p <= 128 && !prefix.starts_with('+')
+                        }
+                        _ => false,
+                    }
+                });
+                if !valid {
+                    return Err(format!(
+                        "{what} {cidr:?} is not a CIDR; write address/prefix, like 10.0.0.1/32"
+                    ));
+                }
+            }
+        }
+        for (what, ports) in [
+            ("API server ports", &self.api_server_ports),
+            ("Git ports", &self.git_ports),
+        ] {
+            if ports.is_empty() || ports.contains(&0) {
+                return Err(format!("{what} {ports:?} must list ports 1-65535"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The objects for one team namespace, in apply order.

@@ -30,8 +30,20 @@ struct Case {
     existing_namespaces: Vec<String>,
     #[serde(default)]
     credentials: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    network_policy: Option<NetworkPolicyCase>,
     platform_defaults: Vec<PlatformDefaults>,
     flux_configs: Vec<FluxConfig>,
+}
+
+/// `networkPolicy` of a case: the operator's `--network-policy-*` flags.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NetworkPolicyCase {
+    api_server_cidrs: Vec<String>,
+    api_server_ports: Vec<u16>,
+    git_cidrs: Vec<String>,
+    git_ports: Vec<u16>,
 }
 
 fn case_dir(case: &str) -> PathBuf {
@@ -52,6 +64,7 @@ struct Prepared {
     case: Case,
     platform: Platform,
     resolved: Vec<(String, Resolved)>,
+    network_policy: Option<render::ReconcilerNetworkPolicy>,
 }
 
 impl Prepared {
@@ -72,10 +85,20 @@ impl Prepared {
             })
             .collect();
         resolved.sort_by(|a, b| a.1.name().cmp(b.1.name()));
+        let network_policy = case
+            .network_policy
+            .clone()
+            .map(|n| render::ReconcilerNetworkPolicy {
+                api_server_cidrs: n.api_server_cidrs,
+                api_server_ports: n.api_server_ports,
+                git_cidrs: n.git_cidrs,
+                git_ports: n.git_ports,
+            });
         Self {
             case,
             platform,
             resolved,
+            network_policy,
         }
     }
 
@@ -98,6 +121,7 @@ impl Prepared {
                 .collect(),
             target_namespaces: self.targets(),
             credentials: self.case.credentials.clone(),
+            network_policy: self.network_policy.as_ref(),
         }
     }
 }
@@ -205,9 +229,41 @@ fn objects_come_in_apply_order() {
             "RoleBinding",
             "Secret",
             "Secret",
+            "NetworkPolicy",
             "Deployment"
         ]
     );
+}
+
+#[test]
+fn the_network_policy_admits_only_dns_the_api_server_and_git() {
+    let full = rendered("full");
+    let policy = find(&full, "NetworkPolicy", "team-a", "fluxgate-reconciler");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        deployment(&full)["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    assert_eq!(egress.len(), 3, "DNS, API server, Git: {egress:?}");
+    assert_eq!(egress[1]["to"][0]["ipBlock"]["cidr"], "10.0.0.1/32");
+    assert_eq!(egress[2]["to"][1]["ipBlock"]["cidr"], "2001:db8::/32");
+    assert_eq!(egress[2]["ports"][1]["port"], 22);
+    // Off unless the installation asks for it.
+    assert!(!kinds(&rendered("minimal")).contains(&"NetworkPolicy".to_owned()));
+    // A typo is an error naming the value, not an open policy.
+    let mut p = prepared("full");
+    p.network_policy.as_mut().unwrap().git_cidrs = vec!["github.com".into()];
+    let err = render::render(&p.input()).unwrap_err().to_string();
+    assert!(
+        err.contains(r#"Git CIDR "github.com" is not a CIDR"#),
+        "{err}"
+    );
+    p.network_policy.as_mut().unwrap().git_cidrs = vec!["10.0.0.0/33".into()];
+    assert!(render::render(&p.input()).is_err());
 }
 
 #[test]
@@ -566,7 +622,7 @@ fn the_templates_directory_renders_like_the_builtin_templates() {
         from_dir.render(&p.input()).unwrap(),
         render::render(&p.input()).unwrap()
     );
-    assert_eq!(TEMPLATES.len(), 5);
+    assert_eq!(TEMPLATES.len(), 6);
 }
 
 #[test]

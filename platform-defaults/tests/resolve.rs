@@ -540,9 +540,12 @@ fn installation_protected_namespaces_are_enforced_and_checked() {
         "repo": "https://git.corp.example/team-a/web.git",
         "targetNamespace": "team-a-prod",
     });
-    let denied = resolve(&fc("team-a", "web", spec), &layers, NamespaceFacts::default())
-        .err()
-        .expect("team-a-prod is protected by the installation");
+    let denied = resolve(
+        &fc("team-a", "web", spec),
+        &layers,
+        NamespaceFacts::default(),
+    )
+    .expect_err("team-a-prod is protected by the installation");
     assert!(
         denied
             .to_string()
@@ -556,14 +559,24 @@ fn installation_protected_namespaces_are_enforced_and_checked() {
         "repo": "https://git.corp.example/team-a/web.git",
         "targetNamespace": "team-a-prod",
     });
-    assert!(resolve(&fc("team-a", "web", spec), &layers, NamespaceFacts::default()).is_ok());
+    assert!(
+        resolve(
+            &fc("team-a", "web", spec),
+            &layers,
+            NamespaceFacts::default()
+        )
+        .is_ok()
+    );
 
     let typo = PlatformSettings {
         protected_namespaces: vec!["Shared_*".into()],
         ..PlatformSettings::default()
     };
     let err = typo.check().unwrap_err();
-    assert!(err.contains(r#"protected namespace pattern "Shared_*" is invalid"#), "{err}");
+    assert!(
+        err.contains(r#"protected namespace pattern "Shared_*" is invalid"#),
+        "{err}"
+    );
     let bad_ns = PlatformSettings {
         platform_namespace: "Fluxgate".into(),
         ..PlatformSettings::default()

@@ -116,6 +116,10 @@ pub fn for_local_run(text: &str, git_base: &str) -> String {
     out
 }
 
+/// The password of the journey's Git credential Secrets: a value that must
+/// never appear in any log (the journey test scans them all).
+pub const GIT_PASSWORD: &str = "journey-secret-7d41c9e2b8";
+
 /// The sync interval of every FluxConfig in the local run.
 pub const LOCAL_INTERVAL: &str = "3s";
 
@@ -135,16 +139,26 @@ impl Journey {
         mut progress: impl FnMut(&str),
     ) -> Result<Self, StackError> {
         let admin = control_plane.client()?;
-        progress("installing CRDs and RBAC (deploy/)");
-        stack::install(&admin).await?;
-        progress("starting the admission webhook and registering it");
-        let webhook = stack::start_webhook(control_plane).await?;
-        progress("starting the operator (as its ServiceAccount)");
-        let operator = stack::start_operator(control_plane).await?;
-
         progress("serving the example repositories over Git smart HTTP on loopback");
         let git = GitServer::start().await.map_err(git_err)?;
         let base = format!("http://{}/", git.addr());
+        progress("installing fluxgate from its Helm chart (deploy/charts/fluxgate)");
+        stack::install_with(
+            &admin,
+            &[
+                format!("platformSync.repo={}", git.url("platform/config")),
+                "platformSync.interval=5s".to_owned(),
+                "platformSync.credentialsSecret=git-platform-readonly".to_owned(),
+            ],
+        )
+        .await?;
+        progress(
+            "starting the admission webhook as the chart's ServiceAccount, behind the chart's \
+             Service, with self-managed certificates",
+        );
+        let webhook = stack::start_chart_webhook(control_plane).await?;
+        progress("starting the operator (as its ServiceAccount)");
+        let operator = stack::start_operator(control_plane).await?;
         let root = stack::repo_root().join("examples");
         let mut teams = BTreeMap::new();
         for (namespace, repo_name, dir, branch, tag) in [
@@ -207,7 +221,7 @@ impl Journey {
             let secret: Secret = serde_json::from_value(serde_json::json!({
                 "apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": name, "namespace": PLATFORM_NAMESPACE},
-                "stringData": {"username": "fluxgate", "password": "read-only-token"},
+                "stringData": {"username": "fluxgate", "password": GIT_PASSWORD},
             }))
             .map_err(|e| StackError::Start(e.to_string()))?;
             Api::<Secret>::namespaced(admin.clone(), PLATFORM_NAMESPACE)
@@ -221,24 +235,11 @@ impl Journey {
         }
 
         progress(
-            "building the reconciler and starting the local runner (stands in for the kubelet)",
+            "building the reconciler and starting the local runner (stands in for the kubelet; \
+             it runs the chart's platform sync and every team's reconciler)",
         );
         let binary = reconciler_binary()?;
         let runner = LocalRunner::start(control_plane, binary, work_dir.join("runner"))?;
-
-        progress(
-            "deploying the platform sync: the reconciler in cluster mode, pointed at the platform repo",
-        );
-        let mut docs = stack::manifest("deploy/platform-sync/deployment.yaml")?;
-        let mut fc = stack::manifest("deploy/platform-sync/fluxconfig.yaml")?;
-        for doc in &mut fc {
-            if doc["kind"] == "FluxConfig" {
-                doc["spec"]["repo"] = serde_json::Value::String(git.url("platform/config"));
-                doc["spec"]["interval"] = serde_json::Value::String("5s".into());
-            }
-        }
-        docs.extend(fc);
-        stack::apply_all(&admin, &docs).await?;
 
         Ok(Self {
             control_plane,

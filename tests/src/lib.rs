@@ -7,6 +7,7 @@
 //! reconciler Deployments the operator creates as local processes.
 
 pub mod gitserver;
+pub mod helm;
 pub mod journey;
 pub mod runner;
 pub mod stack;

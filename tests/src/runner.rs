@@ -2,7 +2,7 @@
 //!
 //! This machine has no container runtime, so the reconciler Deployments the
 //! operator creates would never run. The local runner watches those
-//! Deployments (label `app.kubernetes.io/managed-by=fluxgate`) and, for each,
+//! Deployments and the chart's platform sync ([`RUN_SELECTOR`]) and, for each,
 //! starts the `fluxgate-reconciler` binary as a local process the way a
 //! kubelet would start its pod: with the Deployment's args and literal env,
 //! a token requested for the Deployment's ServiceAccount (TokenRequest API)
@@ -153,6 +153,11 @@ impl Drop for LocalRunner {
     }
 }
 
+/// The Deployments the runner runs: every team's reconciler (the operator's
+/// templates) and the chart's platform sync; both run `fluxgate-reconciler`.
+pub const RUN_SELECTOR: &str =
+    "app.kubernetes.io/name in (fluxgate-reconciler,fluxgate-platform-sync)";
+
 async fn run(
     control_plane: &'static ControlPlane,
     binary: PathBuf,
@@ -164,7 +169,7 @@ async fn run(
         return;
     };
     let api: Api<Deployment> = Api::all(client.clone());
-    let config = watcher::Config::default().labels("app.kubernetes.io/managed-by=fluxgate");
+    let config = watcher::Config::default().labels(RUN_SELECTOR);
     let mut events = watcher(api.clone(), config).boxed();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -172,7 +177,7 @@ async fn run(
             _ = &mut stop => return,
             _ = tick.tick() => {
                 // Restart processes that exited, like a kubelet would.
-                let Ok(list) = api.list(&kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=fluxgate")).await else { continue };
+                let Ok(list) = api.list(&kube::api::ListParams::default().labels(RUN_SELECTOR)).await else { continue };
                 for dep in list.items {
                     ensure(control_plane, &client, &binary, &dir, &table, &dep, false).await;
                 }

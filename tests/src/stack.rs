@@ -1,5 +1,5 @@
 //! The whole fluxgate stack on a control plane, for the journey test and the
-//! demo: CRDs and RBAC installed from `deploy/`, the admission webhook and
+//! demo: installed from the Helm chart (`deploy/charts/fluxgate`), the admission webhook and
 //! the operator running in-process (each on its own thread and runtime, the
 //! operator with the token of the ServiceAccount its RBAC binds), and the
 //! local runner starting the reconciler Deployments as processes.
@@ -13,11 +13,8 @@ use std::time::{Duration, Instant};
 use fluxgate_crds::{FluxConfig, FluxConfigSpec};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MatchCondition, RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration,
-    WebhookClientConfig,
+    ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 
@@ -75,6 +72,17 @@ pub fn manifest(path: &str) -> Result<Vec<serde_json::Value>, StackError> {
 
 /// Server-side applies objects of any kind as the installer (admin).
 pub async fn apply_all(client: &Client, docs: &[serde_json::Value]) -> Result<(), StackError> {
+    apply_docs(client, docs, &PatchParams::apply(INSTALLER).force()).await
+}
+
+/// Server-side applies objects of any kind with `params` (for example a
+/// dry run), resolving each kind through discovery; namespaced objects
+/// without a namespace go to the client's default namespace.
+pub async fn apply_docs(
+    client: &Client,
+    docs: &[serde_json::Value],
+    params: &PatchParams,
+) -> Result<(), StackError> {
     let discovery = kube::discovery::Discovery::new(client.clone())
         .run()
         .await
@@ -104,44 +112,83 @@ pub async fn apply_all(client: &Client, docs: &[serde_json::Value]) -> Result<()
             }
             (kube::discovery::Scope::Cluster, _) => Api::all_with(client.clone(), &ar),
         };
-        api.patch(
-            &obj.name_any(),
-            &PatchParams::apply(INSTALLER).force(),
-            &Patch::Apply(doc),
-        )
-        .await
-        .map_err(|e| StackError::Kube(format!("apply {} {}", gvk.kind, obj.name_any()), e))?;
+        api.patch(&obj.name_any(), params, &Patch::Apply(doc))
+            .await
+            .map_err(|e| StackError::Kube(format!("apply {} {}", gvk.kind, obj.name_any()), e))?;
     }
     Ok(())
 }
 
-/// Installs what the platform team installs: CRDs, fluxgate's namespace,
-/// the operator's and the platform sync's RBAC, the teams' ClusterRole.
+/// Every object of the plain manifests (`deploy/manifests/fluxgate.yaml`,
+/// the chart rendered with its defaults; `tests/tests/chart.rs` keeps the
+/// file current), in file order.
+pub fn installed_manifests() -> Result<Vec<serde_json::Value>, StackError> {
+    manifest(crate::helm::PLAIN_MANIFESTS)
+}
+
+/// The objects of the plain manifests whose `app.kubernetes.io/component`
+/// label is `component` (`operator`, `admission-webhook`, `platform-sync`,
+/// `reconciler`) and whose kind is one of `kinds`.
+pub fn installed(component: &str, kinds: &[&str]) -> Result<Vec<serde_json::Value>, StackError> {
+    Ok(installed_manifests()?
+        .into_iter()
+        .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == component)
+        .filter(|d| kinds.iter().any(|k| d["kind"] == *k))
+        .collect())
+}
+
+/// The RBAC kinds, for [`installed`].
+pub const RBAC_KINDS: &[&str] = &[
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
+/// Installs fluxgate the way the README says, from the chart: the release
+/// namespace (restricted Pod Security enforced), CRDs, RBAC, the webhook
+/// configuration, the Deployments (nothing runs them but the local runner,
+/// which runs the platform sync's) and the platform sync's FluxConfig.
+/// `sets` are extra `--set` values. Needs helm (built on first use).
+pub async fn install_with(client: &Client, sets: &[String]) -> Result<(), StackError> {
+    let mut args: Vec<&str> = vec![
+        "--namespace",
+        PLATFORM_NAMESPACE,
+        "--set",
+        "namespace.create=true",
+    ];
+    for set in sets {
+        args.extend(["--set", set.as_str()]);
+    }
+    let yaml =
+        crate::helm::template("fluxgate", &args).map_err(|e| StackError::Start(chain(&e)))?;
+    let docs = crate::helm::documents(&yaml).map_err(|message| StackError::ManifestParse {
+        path: crate::helm::chart_dir(),
+        message,
+    })?;
+    let (crds, rest): (Vec<_>, Vec<_>) = docs
+        .into_iter()
+        .partition(|d| d["kind"] == "CustomResourceDefinition");
+    let crds = crds
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>, _>>()
+        .map_err(|e| StackError::ManifestParse {
+            path: crate::helm::chart_dir(),
+            message: e.to_string(),
+        })?;
+    testenv::install_crds(client, crds).await?;
+    // The namespace first, then everything in it.
+    let (namespaces, rest): (Vec<_>, Vec<_>) =
+        rest.into_iter().partition(|d| d["kind"] == "Namespace");
+    apply_all(client, &namespaces).await?;
+    apply_all(client, &rest).await
+}
+
+/// [`install_with`] the chart's default values.
 pub async fn install(client: &Client) -> Result<(), StackError> {
-    testenv::install_crds(client, fluxgate_crds::all_crds()).await?;
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(PLATFORM_NAMESPACE.into()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    match Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(StackError::Kube("create namespace".into(), e)),
-    }
-    for path in [
-        "deploy/rbac/operator.yaml",
-        "deploy/rbac/team-reconciler.yaml",
-        "deploy/platform-sync/rbac.yaml",
-    ] {
-        apply_all(client, &manifest(path)?).await?;
-    }
-    Ok(())
+    install_with(client, &[]).await
 }
 
 /// Runs `future` on a new thread with its own runtime until it ends; returns
@@ -202,73 +249,41 @@ pub struct RunningWebhook {
     _task: Background,
 }
 
-/// The namespaces a namespaced webhook rule must never cover: the control
-/// plane's own and the platform's, so a broken webhook cannot lock them.
-pub fn system_namespaces_excluded() -> LabelSelector {
-    LabelSelector {
-        match_expressions: Some(vec![LabelSelectorRequirement {
-            key: "kubernetes.io/metadata.name".into(),
-            operator: "NotIn".into(),
-            values: Some(vec!["kube-system".into(), PLATFORM_NAMESPACE.into()]),
-        }]),
-        ..LabelSelector::default()
-    }
-}
-
-/// The `ValidatingWebhookConfiguration` for a webhook reachable at `url`.
+/// The chart's `ValidatingWebhookConfiguration` (rules, selectors,
+/// matchConditions, failure policy, timeout, as installed), named `name`
+/// and pointed at a webhook reachable at `url` with CA `ca_pem` instead of
+/// the chart's Service.
 pub fn webhook_configuration(
     name: &str,
     url: &str,
     ca_pem: &str,
-) -> ValidatingWebhookConfiguration {
-    let entry = |name: &str, resource: &str, scope: &str, selector: Option<LabelSelector>| {
-        ValidatingWebhook {
-            name: name.into(),
-            admission_review_versions: vec!["v1".into()],
-            client_config: WebhookClientConfig {
-                url: Some(url.into()),
-                ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
-                service: None,
-            },
-            failure_policy: Some("Fail".into()),
-            side_effects: "None".into(),
-            timeout_seconds: Some(5),
-            match_policy: Some("Equivalent".into()),
-            rules: Some(vec![RuleWithOperations {
-                api_groups: Some(vec![fluxgate_crds::GROUP.into()]),
-                api_versions: Some(vec![fluxgate_crds::VERSION.into()]),
-                operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
-                resources: Some(vec![resource.into()]),
-                scope: Some(scope.into()),
-            }]),
-            namespace_selector: selector,
-            match_conditions: Some(vec![MatchCondition {
-                name: "not-a-subresource".into(),
-                expression: "!has(request.subResource) || request.subResource == ''".into(),
-            }]),
-            ..ValidatingWebhook::default()
-        }
+) -> Result<ValidatingWebhookConfiguration, StackError> {
+    let doc = installed_manifests()?
+        .into_iter()
+        .find(|d| d["kind"] == "ValidatingWebhookConfiguration")
+        .ok_or_else(|| {
+            StackError::Start(format!(
+                "{} has no ValidatingWebhookConfiguration",
+                crate::helm::PLAIN_MANIFESTS
+            ))
+        })?;
+    let mut config: ValidatingWebhookConfiguration =
+        serde_json::from_value(doc).map_err(|e| StackError::ManifestParse {
+            path: PathBuf::from(crate::helm::PLAIN_MANIFESTS),
+            message: e.to_string(),
+        })?;
+    config.metadata = ObjectMeta {
+        name: Some(name.into()),
+        ..ObjectMeta::default()
     };
-    ValidatingWebhookConfiguration {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..ObjectMeta::default()
-        },
-        webhooks: Some(vec![
-            entry(
-                "fluxconfigs.fluxgate.dev",
-                "fluxconfigs",
-                "Namespaced",
-                Some(system_namespaces_excluded()),
-            ),
-            entry(
-                "platformdefaults.fluxgate.dev",
-                "platformdefaults",
-                "Cluster",
-                None,
-            ),
-        ]),
+    for webhook in config.webhooks.iter_mut().flatten() {
+        webhook.client_config = WebhookClientConfig {
+            url: Some(url.into()),
+            ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
+            service: None,
+        };
     }
+    Ok(config)
 }
 
 /// Starts the webhook with a certificate from the control plane's CA,
@@ -331,7 +346,7 @@ pub async fn start_webhook(cp: &'static ControlPlane) -> Result<RunningWebhook, 
         "fluxgate",
         &format!("https://{addr}/validate"),
         cp.ca_cert_pem(),
-    );
+    )?;
     Api::<ValidatingWebhookConfiguration>::all(client.clone())
         .patch(
             "fluxgate",
@@ -341,7 +356,106 @@ pub async fn start_webhook(cp: &'static ControlPlane) -> Result<RunningWebhook, 
         .await
         .map_err(|e| StackError::Kube("register the webhook".into(), e))?;
     // In force once an invalid FluxConfig is denied by it (dry run).
-    let fcs = Api::<FluxConfig>::namespaced(client, "default");
+    wait_enforced(&client, Duration::from_secs(30)).await?;
+    Ok(running)
+}
+
+/// The container arguments of the chart's Deployment for `component`
+/// (plain manifests, default values).
+pub fn chart_args(component: &str) -> Result<Vec<String>, StackError> {
+    let deployment = installed(component, &["Deployment"])?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StackError::Start(format!("the chart has no {component} Deployment")))?;
+    serde_json::from_value(deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone())
+        .map_err(|e| StackError::ManifestParse {
+            path: PathBuf::from(crate::helm::PLAIN_MANIFESTS),
+            message: format!("{component} args: {e}"),
+        })
+}
+
+/// The Service the chart puts in front of the webhook.
+pub const WEBHOOK_SERVICE: &str = "fluxgate-webhook";
+
+/// Starts the webhook the way the chart deploys it: as the chart's
+/// ServiceAccount `fluxgate-webhook` (so only the chart's RBAC applies), in
+/// the self-managed certificate mode (it creates its CA and serving
+/// certificate in Secret `fluxgate-webhook-tls` and injects the CA into the
+/// chart's ValidatingWebhookConfiguration `fluxgate`), reached by the API
+/// server through the chart's Service (an EndpointSlice points it at this
+/// process, see `testenv::route_service`). Waits until the API server
+/// enforces it. Needs [`install_with`] first.
+pub async fn start_chart_webhook(cp: &'static ControlPlane) -> Result<RunningWebhook, StackError> {
+    let admin = cp.client()?;
+    let token =
+        testenv::service_account_token(&admin, PLATFORM_NAMESPACE, "fluxgate-webhook").await?;
+    let client = cp.client_for_token(&token)?;
+    let ip = testenv::routable_ip()?;
+    // The chart's arguments (self-managed certificates by default), with
+    // addresses of this machine.
+    let mut argv = vec!["fluxgate-admission-webhook".to_owned()];
+    argv.extend(chart_args("admission-webhook")?);
+    let flags = <fluxgate_admission_webhook::Flags as clap::Parser>::try_parse_from(&argv)
+        .map_err(|e| StackError::Start(format!("the chart's webhook arguments: {e}")))?;
+    let certificates = flags.certificates;
+    let config = fluxgate_admission_webhook::Config {
+        listen: SocketAddr::new(ip, 0),
+        admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..flags.webhook
+    };
+    let dir = tempfile::tempdir().map_err(|e| StackError::Start(e.to_string()))?;
+    let (addrs_tx, addrs_rx) = tokio::sync::oneshot::channel();
+    let task = Background::spawn("webhook", move |stop| async move {
+        let webhook =
+            match fluxgate_admission_webhook::Webhook::bind_with(&config, &certificates).await {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = addrs_tx.send(Err(chain(&e)));
+                    return;
+                }
+            };
+        let addrs = (webhook.local_addr(), webhook.admin_addr());
+        let _ = addrs_tx.send(match addrs {
+            (Ok(a), Ok(b)) => Ok((a, b)),
+            _ => Err("no local address".to_owned()),
+        });
+        if let Err(e) = webhook
+            .serve(client, async {
+                let _ = stop.await;
+            })
+            .await
+        {
+            tracing::error!(error = %chain(&e), "the webhook stopped");
+        }
+    })?;
+    let (addr, admin_addr) = tokio::time::timeout(Duration::from_secs(30), addrs_rx)
+        .await
+        .map_err(|_| StackError::Timeout("webhook", Duration::from_secs(30)))?
+        .map_err(|_| StackError::Start("webhook thread ended".into()))?
+        .map_err(StackError::Start)?;
+    testenv::route_service(
+        &admin,
+        PLATFORM_NAMESPACE,
+        WEBHOOK_SERVICE,
+        "https",
+        443,
+        addr,
+    )
+    .await?;
+    let running = RunningWebhook {
+        addr,
+        admin: admin_addr,
+        _dir: dir,
+        _task: task,
+    };
+    wait_enforced(&admin, Duration::from_secs(60)).await?;
+    Ok(running)
+}
+
+/// Waits until the API server denies an invalid FluxConfig (dry run) with
+/// the webhook's words: the webhook is registered, trusted and reachable.
+async fn wait_enforced(client: &Client, timeout: Duration) -> Result<(), StackError> {
+    let fcs = Api::<FluxConfig>::namespaced(client.clone(), "default");
     let probe = FluxConfig::new(
         "webhook-probe",
         FluxConfigSpec {
@@ -353,17 +467,20 @@ pub async fn start_webhook(cp: &'static ControlPlane) -> Result<RunningWebhook, 
         dry_run: true,
         ..PostParams::default()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + timeout;
     loop {
-        match fcs.create(&dry_run, &probe).await {
-            Err(kube::Error::Api(s)) if s.message.contains("denied the request") => break,
-            _ if Instant::now() > deadline => {
-                return Err(StackError::Timeout("webhook", Duration::from_secs(30)));
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        let last = match fcs.create(&dry_run, &probe).await {
+            Err(kube::Error::Api(s)) if s.message.contains("denied the request") => return Ok(()),
+            Err(e) => e.to_string(),
+            Ok(_) => "admitted".to_owned(),
+        };
+        if Instant::now() > deadline {
+            return Err(StackError::Start(format!(
+                "the webhook was not enforced within {timeout:?}; last answer: {last}"
+            )));
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(running)
 }
 
 /// The operator, running in-process with its ServiceAccount's token.
@@ -374,22 +491,18 @@ pub struct RunningOperator {
     _task: Background,
 }
 
-/// Starts the operator as `deploy/rbac/operator.yaml`'s ServiceAccount.
+/// Starts the operator as the chart's operator RBAC (`deploy/charts/fluxgate/templates/rbac-operator.yaml`)'s ServiceAccount.
 pub async fn start_operator(cp: &'static ControlPlane) -> Result<RunningOperator, StackError> {
     let admin = cp.client()?;
     let token =
         testenv::service_account_token(&admin, PLATFORM_NAMESPACE, "fluxgate-operator").await?;
     let client = cp.client_for_token(&token)?;
-    let config = <fluxgate_operator::Config as clap::Parser>::try_parse_from([
-        "fluxgate-operator",
-        "--platform-namespace",
-        PLATFORM_NAMESPACE,
-        "--identity",
-        "fluxgate-operator-local",
-        "--log-format",
-        "text",
-    ])
-    .map_err(|e| StackError::Start(e.to_string()))?;
+    // The chart's arguments, so they are proven to parse and to work.
+    let mut argv = vec!["fluxgate-operator".to_owned()];
+    argv.extend(chart_args("operator")?);
+    argv.push("--identity=fluxgate-operator-local".to_owned());
+    let config = <fluxgate_operator::Config as clap::Parser>::try_parse_from(&argv)
+        .map_err(|e| StackError::Start(format!("the chart's operator arguments: {e}")))?;
     let handle = fluxgate_operator::Handle::new();
     let metrics = handle.metrics.clone();
     let task = Background::spawn("operator", move |mut stop| async move {

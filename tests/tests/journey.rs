@@ -61,13 +61,101 @@ fn validate(dir: &std::path::Path) -> fluxgate_cli::validate::Report {
     )
 }
 
+/// Everything the in-process components (operator, webhook, harness) log,
+/// at debug level for fluxgate's crates, for the credential scan at the end.
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogBuffer;
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every `*.log` file under `dir` (component logs of the control plane and
+/// of each reconciler process), with its path.
+fn log_files(dir: &std::path::Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "log") {
+                let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+                out.push((path, text));
+            }
+        }
+    }
+    out
+}
+
+/// No credential in any log of the run: not the Git password (plain or
+/// base64, as in a Secret or an Authorization header), and no bearer token
+/// (every ServiceAccount token is a JWT, `eyJ…`).
+fn assert_no_credentials_logged(work: &std::path::Path, cp: &testenv::ControlPlane) {
+    use base64::Engine as _;
+    let password = fluxgate_e2e::journey::GIT_PASSWORD;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let forbidden = [
+        password.to_owned(),
+        b64.encode(password),
+        b64.encode(format!("fluxgate:{password}")),
+    ];
+    let mut logs = log_files(work);
+    logs.extend(log_files(cp.dir()));
+    logs.push((
+        PathBuf::from("<in-process components>"),
+        String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned(),
+    ));
+    let reconciler_logs = logs.iter().filter(|(p, _)| p.starts_with(work)).count();
+    assert!(
+        reconciler_logs >= 3,
+        "the reconcilers' logs were not found under {}",
+        work.display()
+    );
+    for (path, text) in &logs {
+        for secret in &forbidden {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{} logs a credential",
+                path.display()
+            );
+        }
+        if let Some(i) = text.find("eyJhbGci") {
+            panic!(
+                "{} logs what looks like a bearer token: {}",
+                path.display(),
+                text.get(i.saturating_sub(80)..(i + 20).min(text.len()))
+                    .unwrap_or("")
+            );
+        }
+    }
+    eprintln!(
+        "journey: {} logs ({} bytes) scanned, no credential in them",
+        logs.len(),
+        logs.iter().map(|(_, t)| t.len()).sum::<usize>()
+    );
+}
+
 #[tokio::test]
 async fn from_merge_request_to_running_objects() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,fluxgate_operator=info".into()),
-        )
-        .with_test_writer()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| {
+            "info,fluxgate_operator=debug,fluxgate_admission_webhook=debug,fluxgate_e2e=debug"
+                .into()
+        }))
+        .with_ansi(false)
+        .with_writer(|| LogBuffer)
         .try_init();
     let cp = testenv::shared().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -477,4 +565,6 @@ async fn from_merge_request_to_running_objects() {
     for row in journey.table().await {
         eprintln!("journey: {row:?}");
     }
+    drop(journey);
+    assert_no_credentials_logged(work.path(), cp);
 }

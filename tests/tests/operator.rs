@@ -1,6 +1,6 @@
 //! The operator against a real control plane (etcd, kube-apiserver,
 //! kube-controller-manager), running with a token of the ServiceAccount that
-//! `deploy/rbac/operator.yaml` binds: if that RBAC lacks a right, these
+//! the chart's operator RBAC (`deploy/charts/fluxgate/templates/rbac-operator.yaml`) binds: if that RBAC lacks a right, these
 //! tests fail, so least privilege is proven rather than assumed.
 //!
 //! One operator serves the whole test binary (it watches the cluster, as in
@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use fluxgate_crds::conditions;
 use fluxgate_crds::{FluxConfig, PlatformDefaults};
+use fluxgate_e2e::stack;
 use fluxgate_e2e::testenv::{self, ControlPlane};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -32,15 +34,6 @@ struct Operator {
 
 fn control_plane() -> &'static ControlPlane {
     testenv::shared().unwrap()
-}
-
-fn yaml_docs(path: &str) -> Vec<serde_json::Value> {
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path);
-    let text = std::fs::read_to_string(file).unwrap();
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
-    docs.into_iter().filter(|d| !d.is_null()).collect()
 }
 
 /// Applies a manifest's documents as the admin (the platform team installing
@@ -102,8 +95,16 @@ fn operator() -> &'static Operator {
                     .create(&PostParams::default(), &ns)
                     .await
                     .unwrap();
-                apply_as_admin(&admin, yaml_docs("deploy/rbac/operator.yaml")).await;
-                apply_as_admin(&admin, yaml_docs("deploy/rbac/team-reconciler.yaml")).await;
+                apply_as_admin(
+                    &admin,
+                    stack::installed("operator", stack::RBAC_KINDS).unwrap(),
+                )
+                .await;
+                apply_as_admin(
+                    &admin,
+                    stack::installed("reconciler", &["ClusterRole"]).unwrap(),
+                )
+                .await;
                 let secrets: Api<Secret> = Api::namespaced(admin.clone(), PLATFORM_NS);
                 let secret: Secret = serde_json::from_value(json!({
                     "metadata": {"name": CREDENTIALS},
@@ -130,6 +131,14 @@ fn operator() -> &'static Operator {
                     "6",
                     "--log-format",
                     "text",
+                    // As the chart runs it: each reconciler fenced in by a
+                    // NetworkPolicy.
+                    "--network-policy",
+                    "true",
+                    "--network-policy-api-server-cidr",
+                    "10.96.0.1/32",
+                    "--network-policy-git-cidr",
+                    "192.0.2.0/24",
                 ]);
                 let handle = fluxgate_operator::Handle::new();
                 tx.send(handle.metrics.clone()).unwrap();
@@ -395,6 +404,19 @@ async fn provisions_a_scoped_reconciler_per_team_namespace() {
     let sc = container.security_context.as_ref().unwrap();
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
+    // Fenced in: only DNS, the API server and the Git hosts.
+    let policy = Api::<NetworkPolicy>::namespaced(admin.clone(), &a)
+        .get("fluxgate-reconciler")
+        .await
+        .unwrap();
+    let spec = policy.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.and_then(|s| s.match_labels),
+        deployment.spec.selector.match_labels.clone()
+    );
+    let egress = serde_json::to_value(spec.egress.unwrap()).unwrap();
+    assert_eq!(egress[1]["to"][0]["ipBlock"]["cidr"], "10.96.0.1/32");
+    assert_eq!(egress[2]["to"][0]["ipBlock"]["cidr"], "192.0.2.0/24");
     let rbs: Vec<String> = Api::<RoleBinding>::namespaced(admin.clone(), &a_staging)
         .list(&Default::default())
         .await
@@ -504,6 +526,24 @@ async fn drift_in_provisioned_objects_is_reverted_on_the_event() {
             let dep = d.get("fluxgate-reconciler").await.ok()?;
             let image = dep.spec.template.spec?.containers.first()?.image.clone()?;
             (image == "registry.corp.example/fluxgate/reconciler:v1").then_some(())
+        }
+    })
+    .await;
+
+    // The NetworkPolicy, deleted: restored.
+    let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), &a);
+    policies
+        .delete("fluxgate-reconciler", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("NetworkPolicy restored", Duration::from_secs(15), || {
+        let policies = policies.clone();
+        async move {
+            policies
+                .get_opt("fluxgate-reconciler")
+                .await
+                .ok()?
+                .map(|_| ())
         }
     })
     .await;

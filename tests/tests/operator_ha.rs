@@ -7,7 +7,7 @@
 //! started and stopped by the tests (unlike `operator.rs`, which shares one
 //! long-lived operator). Each replica runs on its own thread and runtime,
 //! with its own token of the `fluxgate-operator` ServiceAccount bound by
-//! `deploy/rbac/operator.yaml`; the audit log tells the replicas apart by
+//! the chart's operator RBAC (`deploy/charts/fluxgate/templates/rbac-operator.yaml`); the audit log tells the replicas apart by
 //! the token's id (`authentication.kubernetes.io/credential-id`). Operators
 //! watch the whole cluster, so the tests run one at a time.
 
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use fluxgate_crds::conditions;
 use fluxgate_crds::{FluxConfig, PlatformDefaults};
+use fluxgate_e2e::stack;
 use fluxgate_e2e::testenv::{self, ControlPlane};
 use fluxgate_operator::Handle;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -46,15 +47,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn control_plane() -> &'static ControlPlane {
     testenv::shared().unwrap()
-}
-
-fn yaml_docs(path: &str) -> Vec<serde_json::Value> {
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path);
-    let text = std::fs::read_to_string(file).unwrap();
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
-    docs.into_iter().filter(|d| !d.is_null()).collect()
 }
 
 async fn apply_as_admin(client: &Client, docs: Vec<serde_json::Value>) {
@@ -118,8 +110,16 @@ fn platform() {
                     .create(&PostParams::default(), &ns)
                     .await
                     .unwrap();
-                apply_as_admin(&admin, yaml_docs("deploy/rbac/operator.yaml")).await;
-                apply_as_admin(&admin, yaml_docs("deploy/rbac/team-reconciler.yaml")).await;
+                apply_as_admin(
+                    &admin,
+                    stack::installed("operator", stack::RBAC_KINDS).unwrap(),
+                )
+                .await;
+                apply_as_admin(
+                    &admin,
+                    stack::installed("reconciler", &["ClusterRole"]).unwrap(),
+                )
+                .await;
                 let secret: Secret = serde_json::from_value(json!({
                     "metadata": {"name": CREDENTIALS},
                     "stringData": {"username": "fluxgate", "password": "s3cret"},

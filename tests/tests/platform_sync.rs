@@ -3,7 +3,7 @@
 //! platform`), against a real control plane, a real Git server and the real
 //! admission webhook.
 //!
-//! The platform team's objects come from `deploy/platform-sync/rbac.yaml`
+//! The platform team's objects come from the chart's platform-sync RBAC (`deploy/charts/fluxgate/templates/rbac-platform-sync.yaml`)
 //! (applied as admin); the instance runs in-process with a client holding
 //! only the token of the ServiceAccount `fluxgate-platform-sync`, so every
 //! write is authorized by the API server with that ClusterRole. The
@@ -26,16 +26,12 @@ use fluxgate_admission_webhook::{Config, Webhook};
 use fluxgate_crds::{FluxConfig, PlatformDefaults, conditions};
 use fluxgate_e2e::gitserver::{GitServer, Repo};
 use fluxgate_e2e::testenv::{self, ControlPlane};
+use fluxgate_e2e::{helm, stack};
 use fluxgate_reconciler::apply::{ANNOTATION_ADOPTED, LABEL_FLUX_CONFIG};
 use fluxgate_reconciler::{Cli, Mode};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::{
-    MatchCondition, RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration,
-    WebhookClientConfig,
-};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
 };
@@ -47,7 +43,6 @@ const SA: &str = "fluxgate-platform-sync";
 const INTERVAL: &str = "2s";
 const WAIT: Duration = Duration::from_secs(90);
 const FC_WEBHOOK: &str = "fluxconfigs.fluxgate.dev";
-const PD_WEBHOOK: &str = "platformdefaults.fluxgate.dev";
 
 fn control_plane() -> &'static ControlPlane {
     testenv::shared().unwrap()
@@ -61,7 +56,7 @@ fn workspace_file(path: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// Platform setup: CRDs, the platform namespace, deploy/platform-sync/rbac.yaml,
+// Platform setup: CRDs, the platform namespace, the chart's platform-sync RBAC,
 // and the admission webhook.
 
 async fn apply_as_admin(admin: &Client, doc: &Value) {
@@ -86,7 +81,7 @@ async fn apply_as_admin(admin: &Client, doc: &Value) {
 }
 
 /// What the platform team installs once: CRDs, `fluxgate-system` and the
-/// platform sync's RBAC, exactly as in `deploy/platform-sync/rbac.yaml`.
+/// platform sync's RBAC, exactly as in the chart's platform-sync RBAC (`deploy/charts/fluxgate/templates/rbac-platform-sync.yaml`).
 async fn install_platform(admin: &Client) {
     testenv::install_crds(admin, fluxgate_crds::all_crds())
         .await
@@ -104,10 +99,9 @@ async fn install_platform(admin: &Client) {
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => panic!("cannot create {PLATFORM_NS}: {e}"),
     }
-    let text = workspace_file("deploy/platform-sync/rbac.yaml");
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
-    for doc in docs.iter().filter(|d| !d.is_null()) {
-        apply_as_admin(admin, doc).await;
+    // The chart's RBAC for the platform sync, as installed.
+    for doc in stack::installed("platform-sync", stack::RBAC_KINDS).unwrap() {
+        apply_as_admin(admin, &doc).await;
     }
 }
 
@@ -189,42 +183,6 @@ fn readyz(admin: SocketAddr) -> u16 {
         .unwrap_or(0)
 }
 
-fn webhook_entry(
-    name: &str,
-    url: &str,
-    ca_pem: &str,
-    resource: &str,
-    scope: &str,
-    namespace_selector: Option<LabelSelector>,
-) -> ValidatingWebhook {
-    ValidatingWebhook {
-        name: name.into(),
-        admission_review_versions: vec!["v1".into()],
-        client_config: WebhookClientConfig {
-            url: Some(url.into()),
-            ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
-            service: None,
-        },
-        failure_policy: Some("Fail".into()),
-        side_effects: "None".into(),
-        timeout_seconds: Some(5),
-        match_policy: Some("Equivalent".into()),
-        rules: Some(vec![RuleWithOperations {
-            api_groups: Some(vec![fluxgate_crds::GROUP.into()]),
-            api_versions: Some(vec![fluxgate_crds::VERSION.into()]),
-            operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
-            resources: Some(vec![resource.into()]),
-            scope: Some(scope.into()),
-        }]),
-        namespace_selector,
-        match_conditions: Some(vec![MatchCondition {
-            name: "not-a-subresource".into(),
-            expression: "!has(request.subResource) || request.subResource == ''".into(),
-        }]),
-        ..ValidatingWebhook::default()
-    }
-}
-
 /// The shared webhook, registered for FluxConfigs outside the system and
 /// platform namespaces and for PlatformDefaults, and in force.
 fn shared_webhook() -> &'static RunningWebhook {
@@ -239,38 +197,10 @@ fn shared_webhook() -> &'static RunningWebhook {
         });
         let running = start_webhook(cp);
         let url = format!("https://{}/validate", running.addr);
-        let excluded = LabelSelector {
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: "kubernetes.io/metadata.name".into(),
-                operator: "NotIn".into(),
-                values: Some(vec!["kube-system".into(), PLATFORM_NS.into()]),
-            }]),
-            ..LabelSelector::default()
-        };
-        let config = ValidatingWebhookConfiguration {
-            metadata: ObjectMeta {
-                name: Some("fluxgate-platform-sync-e2e".into()),
-                ..ObjectMeta::default()
-            },
-            webhooks: Some(vec![
-                webhook_entry(
-                    FC_WEBHOOK,
-                    &url,
-                    cp.ca_cert_pem(),
-                    "fluxconfigs",
-                    "Namespaced",
-                    Some(excluded),
-                ),
-                webhook_entry(
-                    PD_WEBHOOK,
-                    &url,
-                    cp.ca_cert_pem(),
-                    "platformdefaults",
-                    "Cluster",
-                    None,
-                ),
-            ]),
-        };
+        // The chart's configuration, pointed at this webhook.
+        let config =
+            stack::webhook_configuration("fluxgate-platform-sync-e2e", &url, cp.ca_cert_pem())
+                .unwrap();
         block_on_own_thread(async {
             let client = cp.client().unwrap();
             Api::<ValidatingWebhookConfiguration>::all(client.clone())
@@ -1136,17 +1066,32 @@ async fn a_spec_the_core_rules_reject_is_stalled_until_fixed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_deploy_manifests_are_valid_and_run_platform_mode() {
+async fn the_charts_platform_sync_is_valid_and_runs_platform_mode() {
     testenv::with_temp_ns("ps-deploy", |admin, _ns| async move {
         install_platform(&admin).await;
         let dry_run = PatchParams::apply("platform-team").force().dry_run();
         let mut deployment = None;
-        for file in [
-            "deploy/platform-sync/deployment.yaml",
-            "deploy/platform-sync/fluxconfig.yaml",
-        ] {
-            let docs: Vec<Value> = serde_saphyr::from_multiple(&workspace_file(file)).unwrap();
-            for doc in docs.into_iter().filter(|d| !d.is_null()) {
+        // The chart's platform sync, with a private platform repository.
+        let yaml = helm::template(
+            "fluxgate",
+            &[
+                "--namespace",
+                PLATFORM_NS,
+                "--set",
+                "platformSync.credentialsSecret=git-platform-readonly",
+            ],
+        )
+        .unwrap();
+        let docs: Vec<Value> = helm::documents(&yaml)
+            .unwrap()
+            .into_iter()
+            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "platform-sync")
+            .filter(|d| d["kind"] == "Deployment" || d["kind"] == "FluxConfig")
+            .collect();
+        assert_eq!(docs.len(), 2);
+        let file = "the chart's platform sync";
+        {
+            for doc in docs {
                 // The API server validates each against its schema.
                 let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
                 let gvk =
@@ -1176,10 +1121,6 @@ async fn the_deploy_manifests_are_valid_and_run_platform_mode() {
         let deployment = deployment.unwrap();
         let pod = &deployment["spec"]["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], SA);
-        assert_eq!(
-            deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"], "fluxgate",
-            "the local runner runs it"
-        );
         let args: Vec<String> =
             serde_json::from_value(pod["containers"][0]["args"].clone()).unwrap();
         let mut argv = vec!["fluxgate-reconciler".to_owned()];

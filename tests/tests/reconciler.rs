@@ -34,21 +34,12 @@ fn control_plane() -> &'static ControlPlane {
     testenv::shared().unwrap()
 }
 
-fn yaml_docs(path: &str) -> Vec<Value> {
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path);
-    let text = std::fs::read_to_string(file).unwrap();
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
-    docs.into_iter().filter(|d| !d.is_null()).collect()
-}
-
 /// CRDs and the platform's ClusterRole, as the platform team installs them.
 async fn install_platform(admin: &Client) {
     testenv::install_crds(admin, fluxgate_crds::all_crds())
         .await
         .unwrap();
-    for doc in yaml_docs("deploy/rbac/team-reconciler.yaml") {
+    for doc in fluxgate_e2e::stack::installed("reconciler", &["ClusterRole"]).unwrap() {
         let api: Api<DynamicObject> = Api::all_with(
             admin.clone(),
             &kube::discovery::ApiResource::erase::<k8s_openapi::api::rbac::v1::ClusterRole>(&()),
@@ -1303,7 +1294,8 @@ async fn runs_as_the_operator_provisioned_it() {
     let admin = cp.client().unwrap();
     install_platform(&admin).await;
     create_namespace(&admin, PLATFORM_NS).await;
-    for doc in yaml_docs("deploy/rbac/operator.yaml") {
+    for doc in fluxgate_e2e::stack::installed("operator", fluxgate_e2e::stack::RBAC_KINDS).unwrap()
+    {
         apply_as(&admin, doc, "platform-team").await;
     }
     let server = GitServer::start_with_auth("team-bot", "s3cret")

@@ -16,14 +16,11 @@ use std::time::{Duration, Instant};
 
 use fluxgate_admission_webhook::{Config, Webhook};
 use fluxgate_crds::{FluxConfig, FluxConfigSpec, PlatformDefaults};
+use fluxgate_e2e::stack;
 use fluxgate_e2e::testenv::{self, ControlPlane, with_temp_ns};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::{
-    MatchCondition, RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration,
-    WebhookClientConfig,
-};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -145,61 +142,6 @@ fn readyz(admin: SocketAddr) -> u16 {
         .unwrap_or(0)
 }
 
-fn rule(resource: &str, scope: &str) -> RuleWithOperations {
-    RuleWithOperations {
-        api_groups: Some(vec![fluxgate_crds::GROUP.into()]),
-        api_versions: Some(vec![fluxgate_crds::VERSION.into()]),
-        operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
-        // `fluxconfigs` alone does not match `fluxconfigs/status`: status
-        // writes by the operator never reach the webhook.
-        resources: Some(vec![resource.into()]),
-        scope: Some(scope.into()),
-    }
-}
-
-fn webhook_entry(
-    name: &str,
-    url: &str,
-    ca_pem: &str,
-    rules: Vec<RuleWithOperations>,
-    namespace_selector: Option<LabelSelector>,
-) -> ValidatingWebhook {
-    ValidatingWebhook {
-        name: name.into(),
-        admission_review_versions: vec!["v1".into()],
-        client_config: WebhookClientConfig {
-            url: Some(url.into()),
-            ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
-            service: None,
-        },
-        failure_policy: Some("Fail".into()),
-        side_effects: "None".into(),
-        timeout_seconds: Some(5),
-        match_policy: Some("Equivalent".into()),
-        rules: Some(rules),
-        namespace_selector,
-        // Defence in depth next to the rules: never for a subresource.
-        match_conditions: Some(vec![MatchCondition {
-            name: "not-a-subresource".into(),
-            expression: "!has(request.subResource) || request.subResource == ''".into(),
-        }]),
-        ..ValidatingWebhook::default()
-    }
-}
-
-/// The namespaces a namespaced rule must never cover: the control plane's
-/// own and the platform's (a broken webhook must not lock them).
-fn system_namespaces_excluded() -> LabelSelector {
-    LabelSelector {
-        match_expressions: Some(vec![LabelSelectorRequirement {
-            key: "kubernetes.io/metadata.name".into(),
-            operator: "NotIn".into(),
-            values: Some(vec!["kube-system".into(), "fluxgate-system".into()]),
-        }]),
-        ..LabelSelector::default()
-    }
-}
-
 async fn register(client: &Client, config: &ValidatingWebhookConfiguration) {
     Api::<ValidatingWebhookConfiguration>::all(client.clone())
         .patch(
@@ -227,28 +169,9 @@ fn shared_webhook() -> &'static RunningWebhook {
         });
         let running = start_webhook(cp);
         let url = format!("https://{}/validate", running.addr);
-        let config = ValidatingWebhookConfiguration {
-            metadata: ObjectMeta {
-                name: Some(SHARED_CONFIG.into()),
-                ..ObjectMeta::default()
-            },
-            webhooks: Some(vec![
-                webhook_entry(
-                    FC_WEBHOOK,
-                    &url,
-                    cp.ca_cert_pem(),
-                    vec![rule("fluxconfigs", "Namespaced")],
-                    Some(system_namespaces_excluded()),
-                ),
-                webhook_entry(
-                    PD_WEBHOOK,
-                    &url,
-                    cp.ca_cert_pem(),
-                    vec![rule("platformdefaults", "Cluster")],
-                    None,
-                ),
-            ]),
-        };
+        // The chart's configuration (rules, selectors, matchConditions),
+        // pointed at this webhook.
+        let config = stack::webhook_configuration(SHARED_CONFIG, &url, cp.ca_cert_pem()).unwrap();
         block_on_own_thread(async {
             let client = cp.client().unwrap();
             register(&client, &config).await;
@@ -652,22 +575,19 @@ async fn with_the_webhook_down_flux_configs_fail_closed_and_other_kinds_pass() {
             .await
             .unwrap();
         let name = format!("fluxconfigs.{ns}.e2e.fluxgate.dev");
-        let config = ValidatingWebhookConfiguration {
-            metadata: ObjectMeta {
-                name: Some(format!("fluxgate-e2e-{ns}")),
-                ..ObjectMeta::default()
-            },
-            webhooks: Some(vec![webhook_entry(
-                &name,
-                &format!("https://{}/validate", running.addr),
-                cp.ca_cert_pem(),
-                vec![rule("fluxconfigs", "Namespaced")],
-                Some(LabelSelector {
-                    match_labels: Some([(NS_LABEL.to_owned(), ns.clone())].into()),
-                    ..LabelSelector::default()
-                }),
-            )]),
-        };
+        let mut config = stack::webhook_configuration(
+            &format!("fluxgate-e2e-{ns}"),
+            &format!("https://{}/validate", running.addr),
+            cp.ca_cert_pem(),
+        )
+        .unwrap();
+        let webhooks = config.webhooks.get_or_insert_default();
+        webhooks.retain(|w| w.name == FC_WEBHOOK);
+        webhooks[0].name = name.clone();
+        webhooks[0].namespace_selector = Some(LabelSelector {
+            match_labels: Some([(NS_LABEL.to_owned(), ns.clone())].into()),
+            ..LabelSelector::default()
+        });
         register(&client, &config).await;
         tokio::task::spawn_blocking(move || running.stop())
             .await

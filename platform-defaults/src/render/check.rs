@@ -27,6 +27,7 @@ const ALLOWED_KINDS: &[(&str, &str)] = &[
     ("RoleBinding", "rbac.authorization.k8s.io/v1"),
     ("ConfigMap", "v1"),
     ("Secret", "v1"),
+    ("NetworkPolicy", "networking.k8s.io/v1"),
     ("Deployment", "apps/v1"),
 ];
 

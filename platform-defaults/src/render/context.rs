@@ -59,6 +59,7 @@ pub(super) fn prepare(input: &NamespaceBundleInput<'_>) -> Result<Prepared, Rend
         flux_configs,
         target_namespaces,
         credentials,
+        network_policy,
     } = input;
     let namespace: &str = namespace;
 
@@ -187,6 +188,21 @@ pub(super) fn prepare(input: &NamespaceBundleInput<'_>) -> Result<Prepared, Rend
         }));
     }
 
+    let network_policy = match network_policy {
+        Some(policy) => {
+            policy
+                .check()
+                .map_err(|reason| invalid(namespace, reason))?;
+            json!({
+                "api_server_cidrs": policy.api_server_cidrs,
+                "api_server_ports": policy.api_server_ports,
+                "git_cidrs": policy.git_cidrs,
+                "git_ports": policy.git_ports,
+            })
+        }
+        None => Value::Null,
+    };
+
     let labels = json!({
         LABEL_NAME: RECONCILER_NAME,
         LABEL_MANAGED_BY: MANAGED_BY,
@@ -241,6 +257,7 @@ pub(super) fn prepare(input: &NamespaceBundleInput<'_>) -> Result<Prepared, Rend
         "cluster_role": cluster_role,
         "target_role_bindings": bindings,
         "credentials": credential_values,
+        "network_policy": network_policy,
         "reconciler": {
             "image": image,
             "args": ["reconcile", format!("--namespace={namespace}")],
