@@ -222,6 +222,8 @@ impl Webhook {
             ),
         };
 
+        let expiry = tokio::spawn(export_expiry(Arc::clone(certs.serving()), state.clone()));
+
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = tokio::spawn(
             axum::serve(admin_listener, admin_router)
@@ -298,6 +300,7 @@ impl Webhook {
         if let Some(poll) = poll {
             poll.abort();
         }
+        expiry.abort();
         let _ = admin_stop.send(());
         match admin.await {
             Ok(Ok(())) => {}
@@ -306,6 +309,30 @@ impl Webhook {
         }
         tracing::info!("shut down");
         Ok(())
+    }
+}
+
+/// Keeps `fluxgate_webhook_certificate_expiry_timestamp_seconds` at the end
+/// of the certificate served now (checked every second: swaps are rare and
+/// the gauge is for alerts days ahead).
+async fn export_expiry(serving: Arc<ServingCert>, state: AppState) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut exported = None;
+    loop {
+        ticker.tick().await;
+        let not_after = serving.not_after();
+        if not_after == exported {
+            continue;
+        }
+        if let Some(t) = not_after {
+            let seconds = match t.duration_since(SystemTime::UNIX_EPOCH) {
+                Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                Err(_) => 0,
+            };
+            state.metrics().set_certificate_expiry(seconds);
+        }
+        exported = not_after;
     }
 }
 

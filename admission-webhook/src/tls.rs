@@ -170,6 +170,11 @@ impl ServingCert {
         self.current.load().as_ref().map(|l| l.pem.clone())
     }
 
+    /// When the certificate served now expires, if one is served.
+    pub fn not_after(&self) -> Option<SystemTime> {
+        self.current.load().as_ref().map(|l| l.not_after)
+    }
+
     /// Whether a certificate is served that is valid at `now`.
     pub fn is_valid_at(&self, now: SystemTime) -> bool {
         self.current

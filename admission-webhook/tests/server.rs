@@ -1,7 +1,8 @@
 //! The real server on loopback, no cluster: HTTPS `/validate` over
 //! keep-alive with a fixed snapshot, the admin port, a certificate rotated
-//! on disk being picked up without a restart, and a graceful shutdown that
-//! does not wait for idle keep-alive connections.
+//! on disk being picked up without a restart, a graceful shutdown that
+//! does not wait for idle keep-alive connections, and self-managed mode
+//! staying unready until a certificate is served from memory.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fluxgate_admission_webhook::{AppState, Config, Snapshot, Webhook};
+use fluxgate_admission_webhook::{
+    AppState, CertConfig, CertMode, Config, Error, PemPair, Snapshot, Webhook,
+};
 use fluxgate_platform_defaults::PlatformSettings;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
@@ -226,4 +229,78 @@ async fn reloads_a_rotated_certificate_and_keeps_the_old_one_when_the_new_is_bro
     }
     running.stop.send(()).unwrap();
     running.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_mode_names_the_missing_flag() {
+    let mut config = config(Path::new("/nonexistent"));
+    config.tls_key_file = PathBuf::new();
+    let err = Webhook::bind(&config).await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(
+        fluxgate_admission_webhook::error_chain(&err).contains("--tls-key-file"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_managed_mode_is_not_ready_until_a_certificate_is_served() {
+    let mut config = config(Path::new(""));
+    config.tls_cert_file = PathBuf::new();
+    config.tls_key_file = PathBuf::new();
+    let certificates = CertConfig {
+        cert_mode: CertMode::SelfManaged,
+        ..CertConfig::default()
+    };
+    let webhook = Webhook::bind_with(&config, &certificates).await.unwrap();
+    let (addr, admin) = (webhook.local_addr().unwrap(), webhook.admin_addr().unwrap());
+    let serving = webhook.serving_cert();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // No controller (no cluster): the certificate is fed from memory here.
+    let task = tokio::spawn(
+        webhook.serve_state(AppState::from_snapshot(snapshot()), async {
+            let _ = stopped.await;
+        }),
+    );
+
+    let (status, body) = admin_get(admin, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("no valid serving certificate"), "{body}");
+    assert_eq!(admin_get(admin, "/livez").await.0, 200);
+    let (cert, key) = self_signed();
+    let connector = TlsConnector::from(Arc::new(client_config(&[&cert])));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .is_err(),
+        "a handshake without a certificate fails"
+    );
+
+    let pair = PemPair {
+        cert: cert.clone().into_bytes(),
+        key: key.into_bytes(),
+    };
+    assert!(serving.install(&pair, "memory").unwrap());
+    assert_eq!(admin_get(admin, "/readyz").await.0, 200);
+    // rcgen's default end of validity, 4096-01-01, in the expiry gauge.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, metrics) = admin_get(admin, "/metrics").await;
+        if metrics.contains("fluxgate_webhook_certificate_expiry_timestamp_seconds 67090118400") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served = presented_cert(addr, &[&cert]).await;
+    assert_eq!(
+        served,
+        CertificateDer::from_pem_slice(cert.as_bytes())
+            .unwrap()
+            .to_vec()
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
 }

@@ -312,7 +312,8 @@ impl Controller {
                             cas = bundle.len(),
                             "CA bundle published"
                         ),
-                        Err(kube::Error::Api(status)) if status.code == 409 => {}
+                        // Changed or deleted since it was read: read again.
+                        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
                         Err(source) => {
                             return Err(ControllerError::Write {
                                 what: configuration_ref,
@@ -336,10 +337,10 @@ impl Controller {
                             serving_not_after = %super::plan::format_time(contents.serving.not_after),
                             "certificates written"
                         ),
-                        Err(kube::Error::Api(status)) if status.code == 409 => {
-                            tracing::debug!(
-                                "another replica wrote the Secret first; planning again"
-                            );
+                        // Another replica was first, or the Secret was
+                        // deleted since it was read: read again.
+                        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {
+                            tracing::debug!("the Secret changed since it was read; planning again");
                         }
                         Err(source) => {
                             return Err(ControllerError::Write {
