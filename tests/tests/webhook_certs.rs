@@ -938,6 +938,36 @@ async fn creates_its_certificates_publishes_the_ca_and_is_enforced_by_service() 
             .filter_map(|m| m.manager.clone())
             .collect();
         assert!(managers.iter().any(|m| m == "fluxgate.dev/webhook"), "{managers:?}");
+        // The publication's precondition holds: an apply carrying an old
+        // resourceVersion is refused, so a replica with a stale view cannot
+        // overwrite a newer bundle.
+        let stale = configuration.resource_version().unwrap();
+        env.configurations()
+            .patch(
+                &env.configuration,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+            )
+            .await
+            .unwrap();
+        let apply = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": env.configuration, "resourceVersion": stale},
+            "webhooks": [{"name": FC_WEBHOOK, "clientConfig": {"caBundle": ByteString(b"stale".to_vec())}}],
+        });
+        match env
+            .configurations()
+            .patch(
+                &env.configuration,
+                &PatchParams::apply("fluxgate.dev/webhook").force(),
+                &Patch::Apply(&apply),
+            )
+            .await
+        {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
+            other => panic!("a stale apply went through: {other:?}"),
+        }
 
         // The denial is the webhook's, through the Service.
         let message = match env.flux_configs().create(&dry_run(), &invalid()).await {
