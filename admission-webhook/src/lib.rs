@@ -48,6 +48,9 @@ pub struct Flags {
     /// The certificate flags.
     #[command(flatten)]
     pub certificates: CertConfig,
+    /// Log format: `json` (one JSON object per line) or `text`.
+    #[arg(long, env = "FLUXGATE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
 }
 
 /// The webhook's flags; each can also be set through its environment
@@ -325,6 +328,9 @@ pub enum ConfigError {
     /// The self-managed certificate settings do not work.
     #[error("invalid self-managed certificate settings")]
     Certificates(#[source] certs::SettingsError),
+    /// A platform setting is invalid (e.g. a protected-namespace pattern).
+    #[error("{0}")]
+    Platform(String),
 }
 
 /// Why the webhook could not start or stopped.
@@ -374,6 +380,7 @@ pub async fn run(flags: Flags) -> Result<(), Error> {
     let Flags {
         webhook: config,
         certificates,
+        log_format: _,
     } = flags;
     let shutdown = shutdown_signal()?;
     let webhook = Webhook::bind_with(&config, &certificates).await?;
@@ -417,6 +424,30 @@ mod tests {
             settings.default_reconciler_image,
             PlatformSettings::default().default_reconciler_image
         );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_protected_namespace_pattern_stops_the_start() {
+        let flags = Flags::try_parse_from([
+            "fluxgate-admission-webhook",
+            "--cert-mode=self-managed",
+            "--listen=127.0.0.1:0",
+            "--admin-listen=127.0.0.1:0",
+            "--protected-namespace=monitoring,Bad_NS",
+            "--log-format=text",
+        ])
+        .unwrap();
+        assert_eq!(flags.webhook.protected_namespaces, ["monitoring", "Bad_NS"]);
+        assert_eq!(flags.log_format, "text");
+        let Err(err) = Webhook::bind_with(&flags.webhook, &flags.certificates).await else {
+            panic!("started with an invalid pattern");
+        };
+        let text = error_chain(&err);
+        assert!(
+            text.contains(r#"protected namespace pattern "Bad_NS" is invalid"#),
+            "{text}"
+        );
+        assert!(Flags::try_parse_from(["fluxgate-admission-webhook", "--log-format=xml"]).is_err());
     }
 
     #[test]

@@ -85,6 +85,10 @@ impl Webhook {
     /// certificate controller once [`Webhook::serve`] runs) and binds both
     /// ports.
     pub async fn bind_with(config: &Config, certificates: &CertConfig) -> Result<Self, Error> {
+        config
+            .platform_settings()
+            .check()
+            .map_err(|e| Error::Config(crate::ConfigError::Platform(e)))?;
         let certs = match certificates.source(config).map_err(Error::Config)? {
             CertSource::Files { cert, key } => Certs::Files(Arc::new(
                 CertReloader::load(&cert, &key).map_err(Error::Tls)?,
