@@ -27,21 +27,28 @@
 //!    policy binding select them), a dry run per namespace until it is
 //!    admitted (the webhook has seen the namespace), `--warmup` creates not
 //!    counted, then `--count` creates of valid FluxConfigs spread over the
-//!    namespaces, that many in flight. Latency is the create call's round
+//!    namespaces, the phase's concurrency in flight. Latency is the create
+//!    call's round
 //!    trip from this process; throughput is creates over the phase's wall
 //!    time. The namespaces are deleted, and gone, before the next phase.
-//! 4. Per phase, from the API server's own metrics: the mean duration of
-//!    the validating admission step for CREATE, and of the webhook call or
-//!    the policy check; and CPU time per create of kube-apiserver and etcd
+//! 4. Per phase, means from the API server's own metrics (its whole
+//!    validating admission step for CREATE, and the ValidatingAdmissionWebhook
+//!    or ValidatingAdmissionPolicy plugin within it) and from the webhook's
+//!    (`fluxgate_webhook_request_duration_seconds`: its own handling, body
+//!    read to response); and CPU time per create of kube-apiserver and etcd
 //!    (`/proc/<pid>/stat`), of the webhook's threads (the threads
 //!    `start_webhook` started, `/proc/self/task/<tid>/stat`) and of the rest
 //!    of this process (the client).
+//!
+//! `RUST_LOG=fluxgate_admission_webhook::watch=debug` logs the time of each
+//! rebuild of the webhook's snapshot.
 //!
 //! No operator runs: the FluxConfigs are stored and nothing reconciles
 //! them, so the phases differ only in admission. It prints figures and
 //! ratios and asserts nothing: a benchmark, not a test.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -63,6 +70,7 @@ use kube::api::{
 };
 use kube::{Client, Resource as _};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Label selecting the benchmark's namespaces, for the PlatformDefaults
 /// and the policy binding alike.
@@ -408,6 +416,31 @@ impl Pids {
     }
 }
 
+/// The in-process webhook, when one runs: its threads (to charge their CPU
+/// time to it) and its plain-HTTP admin address (for its own metrics).
+#[derive(Debug, Default)]
+struct WebhookSide {
+    threads: BTreeSet<String>,
+    admin: Option<SocketAddr>,
+}
+
+/// The webhook's `/metrics` (plain HTTP/1.0, so a socket is enough).
+async fn webhook_metrics(admin: Option<SocketAddr>) -> String {
+    let Some(addr) = admin else {
+        return String::new();
+    };
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut body = Vec::new();
+    let _ = stream.read_to_end(&mut body).await;
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// This process's thread ids.
 fn threads() -> BTreeSet<String> {
     std::fs::read_dir("/proc/self/task")
@@ -428,8 +461,12 @@ struct Phase {
     wall: Duration,
     /// The validating admission step for CREATE (all validating plugins).
     validate_step: Mean,
-    /// The webhook call, or the policy check.
+    /// The admission plugin of the configuration: ValidatingAdmissionWebhook
+    /// or ValidatingAdmissionPolicy.
     check: Mean,
+    /// The webhook's own request handling, body read to response
+    /// (`fluxgate_webhook_request_duration_seconds`).
+    in_webhook: Mean,
     /// CPU ms per create: kube-apiserver, etcd, webhook threads, the rest
     /// of this process.
     cpu_ms: Cpu,
@@ -484,7 +521,7 @@ async fn phase(
     ctx: &Ctx<'_>,
     admission: Admission,
     concurrency: usize,
-    webhook_threads: &BTreeSet<String>,
+    webhook: &WebhookSide,
 ) -> Result<Phase, BoxError> {
     let Ctx {
         cp,
@@ -526,12 +563,14 @@ async fn phase(
     create_all(admin, spread("warm", args.warmup), concurrency).await?;
 
     let metrics_before = apiserver_metrics(cp).await;
-    let cpu_before = pids.cpu(webhook_threads);
+    let webhook_before = webhook_metrics(webhook.admin).await;
+    let cpu_before = pids.cpu(&webhook.threads);
     let started = Instant::now();
     let mut latencies = create_all(admin, spread("app", args.count), concurrency).await?;
     let wall = started.elapsed();
-    let cpu_after = pids.cpu(webhook_threads);
+    let cpu_after = pids.cpu(&webhook.threads);
     let metrics_after = apiserver_metrics(cp).await;
+    let webhook_after = webhook_metrics(webhook.admin).await;
     latencies.sort();
 
     let validate_step = mean_between(
@@ -540,24 +579,29 @@ async fn phase(
         "apiserver_admission_step_admission_duration_seconds",
         &[r#"operation="CREATE""#, r#"type="validate""#],
     );
+    let plugin = |name: &str| {
+        mean_between(
+            &metrics_before,
+            &metrics_after,
+            "apiserver_admission_controller_admission_duration_seconds",
+            &[
+                &format!(r#"name="{name}""#),
+                r#"operation="CREATE""#,
+                r#"type="validate""#,
+            ],
+        )
+    };
     let check = match admission {
         Admission::None => Mean::default(),
-        Admission::Webhook => mean_between(
-            &metrics_before,
-            &metrics_after,
-            "apiserver_admission_webhook_admission_duration_seconds",
-            &[
-                r#"name="fluxconfigs.fluxgate.dev""#,
-                r#"operation="CREATE""#,
-            ],
-        ),
-        Admission::Policy => mean_between(
-            &metrics_before,
-            &metrics_after,
-            "apiserver_validating_admission_policy_check_duration_seconds",
-            &[&format!(r#"policy="{POLICY}""#)],
-        ),
+        Admission::Webhook => plugin("ValidatingAdmissionWebhook"),
+        Admission::Policy => plugin("ValidatingAdmissionPolicy"),
     };
+    let in_webhook = mean_between(
+        &webhook_before,
+        &webhook_after,
+        "fluxgate_webhook_request_duration_seconds",
+        &[r#"kind="FluxConfig""#],
+    );
     let per_create = |a: f64, b: f64| (b - a) * 1000.0 / args.count.max(1) as f64;
     let webhook_ms = per_create(cpu_before.webhook, cpu_after.webhook);
     let cpu_ms = Cpu {
@@ -603,6 +647,7 @@ async fn phase(
         wall,
         validate_step,
         check,
+        in_webhook,
         cpu_ms,
     };
     println!("{}", row(&result));
@@ -614,7 +659,7 @@ async fn phase(
 
 fn header() -> String {
     format!(
-        "{:<8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11}   {:>9} {:>6} {:>8} {:>7}",
+        "{:<8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10}   {:>9} {:>6} {:>8} {:>7}",
         "admission",
         "flight",
         "median ms",
@@ -622,7 +667,8 @@ fn header() -> String {
         "worst ms",
         "creates/s",
         "validate µs",
-        "check µs",
+        "plugin µs",
+        "in hook µs",
         "apiserver",
         "etcd",
         "webhook",
@@ -631,13 +677,15 @@ fn header() -> String {
 }
 
 fn row(p: &Phase) -> String {
-    let check = if p.admission == Admission::None || p.check.count <= 0.0 {
-        "-".to_owned()
-    } else {
-        format!("{:.0}", p.check.micros)
+    let mean = |m: Mean| {
+        if p.admission == Admission::None || m.count <= 0.0 {
+            "-".to_owned()
+        } else {
+            format!("{:.0}", m.micros)
+        }
     };
     format!(
-        "{:<9} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.0} {:>11.0} {:>11}   {:>9.2} {:>6.2} {:>8.2} {:>7.2}",
+        "{:<9} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.0} {:>11.0} {:>9} {:>10}   {:>9.2} {:>6.2} {:>8.2} {:>7.2}",
         p.admission.name(),
         p.concurrency,
         ms(p.median()),
@@ -645,7 +693,8 @@ fn row(p: &Phase) -> String {
         ms(p.latencies.last().copied().unwrap_or_default()),
         p.throughput(),
         p.validate_step.micros,
-        check,
+        mean(p.check),
+        mean(p.in_webhook),
         p.cpu_ms.apiserver,
         p.cpu_ms.etcd,
         p.cpu_ms.webhook,
@@ -754,27 +803,29 @@ async fn run(args: Args) -> Result<(), BoxError> {
     );
     println!();
     println!(
-        "CPU columns: ms per create. validate: mean of the API server's validating admission step for CREATE; check: the webhook call or the policy check."
+        "Means from the API server's metrics: validate = its whole validating admission step for CREATE, plugin = the ValidatingAdmissionWebhook or ValidatingAdmissionPolicy plugin; in hook = the webhook's own handling (its metrics). CPU columns: ms per create."
     );
     println!("{}", header());
 
     let mut phases = Vec::new();
-    let none = BTreeSet::new();
+    let no_webhook = WebhookSide::default();
     for admission in [Admission::None, Admission::Webhook, Admission::Policy] {
         match admission {
             Admission::None => {
                 wait_enforced(&admin, false, ctx.timeout).await?;
                 for &c in &args.concurrency {
-                    phases.push(phase(&ctx, admission, c, &none).await?);
+                    phases.push(phase(&ctx, admission, c, &no_webhook).await?);
                 }
             }
             Admission::Webhook => {
                 let before = threads();
                 let webhook = stack::start_webhook(cp).await?;
-                let webhook_threads: BTreeSet<String> =
-                    threads().difference(&before).cloned().collect();
+                let side = WebhookSide {
+                    threads: threads().difference(&before).cloned().collect(),
+                    admin: Some(webhook.admin),
+                };
                 for &c in &args.concurrency {
-                    phases.push(phase(&ctx, admission, c, &webhook_threads).await?);
+                    phases.push(phase(&ctx, admission, c, &side).await?);
                 }
                 Api::<ValidatingWebhookConfiguration>::all(admin.clone())
                     .delete(WEBHOOK_CONFIGURATION, &DeleteParams::default())
@@ -800,7 +851,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
                     );
                 }
                 for &c in &args.concurrency {
-                    phases.push(phase(&ctx, admission, c, &none).await?);
+                    phases.push(phase(&ctx, admission, c, &no_webhook).await?);
                 }
                 Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
                     .delete(POLICY, &DeleteParams::default())
