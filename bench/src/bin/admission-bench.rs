@@ -28,14 +28,15 @@
 //!    admitted (the webhook has seen the namespace), `--warmup` creates not
 //!    counted, then `--count` creates of valid FluxConfigs spread over the
 //!    namespaces, the phase's concurrency in flight. Latency is the create
-//!    call's round
-//!    trip from this process; throughput is creates over the phase's wall
-//!    time. The namespaces are deleted, and gone, before the next phase.
+//!    call's round trip from this process; throughput is creates over the
+//!    phase's wall time. The namespaces are deleted, and gone, before the
+//!    next phase.
 //! 4. Per phase, means from the API server's own metrics (its whole
-//!    validating admission step for CREATE, and the ValidatingAdmissionWebhook
-//!    or ValidatingAdmissionPolicy plugin within it) and from the webhook's
-//!    (`fluxgate_webhook_request_duration_seconds`: its own handling, body
-//!    read to response); and CPU time per create of kube-apiserver and etcd
+//!    validating admission step for CREATE, and the
+//!    ValidatingAdmissionWebhook or ValidatingAdmissionPolicy plugin within
+//!    it) and from the webhook's own metrics
+//!    (`fluxgate_webhook_request_duration_seconds`: body read to response);
+//!    and CPU time per create of kube-apiserver and etcd
 //!    (`/proc/<pid>/stat`), of the webhook's threads (the threads
 //!    `start_webhook` started, `/proc/self/task/<tid>/stat`) and of the rest
 //!    of this process (the client).
