@@ -18,6 +18,7 @@ pub const PLAIN_MANIFESTS: &str = "deploy/manifests/fluxgate.yaml";
 /// Release name, namespace and values of the plain manifests.
 pub const PLAIN_ARGS: &[&str] = &[
     "fluxgate",
+    "--include-crds",
     "--namespace",
     "fluxgate-system",
     "--set",
@@ -27,9 +28,10 @@ pub const PLAIN_ARGS: &[&str] = &[
 /// The header of the plain manifests (the rest is `helm template` output).
 pub const PLAIN_HEADER: &str = "\
 # fluxgate, plain manifests for `kubectl apply --server-side -f`: the Helm
-# chart deploy/charts/fluxgate rendered with its default values, release
-# `fluxgate` in namespace fluxgate-system (created here with the restricted
-# Pod Security Standard enforced). Generated; do not edit. Regenerate with
+# chart deploy/charts/fluxgate rendered with its default values and its CRDs,
+# release `fluxgate` in namespace fluxgate-system (created here with the
+# restricted Pod Security Standard enforced). Generated; do not edit.
+# Regenerate with
 #   FLUXGATE_UPDATE_MANIFESTS=1 cargo test -p fluxgate-e2e --test chart
 ";
 

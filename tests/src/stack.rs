@@ -7,7 +7,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fluxgate_crds::{FluxConfig, FluxConfigSpec};
@@ -153,6 +154,7 @@ pub const RBAC_KINDS: &[&str] = &[
 /// `sets` are extra `--set` values. Needs helm (built on first use).
 pub async fn install_with(client: &Client, sets: &[String]) -> Result<(), StackError> {
     let mut args: Vec<&str> = vec![
+        "--include-crds",
         "--namespace",
         PLATFORM_NAMESPACE,
         "--set",
@@ -224,6 +226,14 @@ impl Background {
             stop: Some(tx),
             thread: Some(thread),
         })
+    }
+}
+
+impl Background {
+    /// Whether the thread is still running (it ends when the future does,
+    /// or panics).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 }
 
@@ -488,7 +498,21 @@ async fn wait_enforced(client: &Client, timeout: Duration) -> Result<(), StackEr
 pub struct RunningOperator {
     /// Its metrics (write counters among them).
     pub metrics: Arc<fluxgate_operator::metrics::Metrics>,
+    /// How many times the operator stopped and was started again, like a
+    /// pod's restart count (a crash loop shows here).
+    pub restarts: Arc<AtomicUsize>,
+    /// Why it stopped each time, oldest first.
+    pub exits: Arc<Mutex<Vec<String>>>,
+    /// True while it leads and its caches have synced (its `/readyz`).
+    pub ready: Arc<AtomicBool>,
     _task: Background,
+}
+
+impl RunningOperator {
+    /// Whether its thread still runs (false after a panic).
+    pub fn is_running(&self) -> bool {
+        self._task.is_running()
+    }
 }
 
 /// Starts the operator as the chart's operator RBAC (`deploy/charts/fluxgate/templates/rbac-operator.yaml`)'s ServiceAccount.
@@ -505,6 +529,10 @@ pub async fn start_operator(cp: &'static ControlPlane) -> Result<RunningOperator
         .map_err(|e| StackError::Start(format!("the chart's operator arguments: {e}")))?;
     let handle = fluxgate_operator::Handle::new();
     let metrics = handle.metrics.clone();
+    let ready = handle.ready.clone();
+    let restarts = Arc::new(AtomicUsize::new(0));
+    let exits = Arc::new(Mutex::new(Vec::new()));
+    let (restarts_in_task, exits_in_task) = (restarts.clone(), exits.clone());
     let task = Background::spawn("operator", move |mut stop| async move {
         // Like a pod restarted by its kubelet: an operator that lost its
         // lease (a loaded machine can miss renewals) exits and starts again.
@@ -519,6 +547,14 @@ pub async fn start_operator(cp: &'static ControlPlane) -> Result<RunningOperator
                 _ = &mut stop => return,
                 result = run => {
                     tracing::warn!(?result, "operator stopped; restarting it");
+                    let reason = match &result {
+                        Ok(()) => "returned".to_owned(),
+                        Err(e) => chain(e),
+                    };
+                    if let Ok(mut exits) = exits_in_task.lock() {
+                        exits.push(reason);
+                    }
+                    restarts_in_task.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -526,6 +562,9 @@ pub async fn start_operator(cp: &'static ControlPlane) -> Result<RunningOperator
     })?;
     Ok(RunningOperator {
         metrics,
+        restarts,
+        exits,
+        ready,
         _task: task,
     })
 }

@@ -39,7 +39,7 @@ fn renderings() -> Vec<(&'static str, Vec<String>)> {
 }
 
 fn render(namespace: &str, args: &[String]) -> Vec<Value> {
-    let mut all: Vec<&str> = vec!["--namespace", namespace];
+    let mut all: Vec<&str> = vec!["--include-crds", "--namespace", namespace];
     all.extend(args.iter().map(String::as_str));
     let yaml = helm::template("fluxgate", &all).unwrap();
     helm::documents(&yaml).unwrap()
