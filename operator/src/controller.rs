@@ -338,7 +338,17 @@ pub async fn run(
             move |fc, ctx| {
                 let api = api.clone();
                 let failures = failures.clone();
-                async move { reconcile(fc, ctx, api, resync, failures).await }
+                // Every log line of the reconcile carries the team and the
+                // FluxConfig (JSON: `span.namespace`, `span.fluxconfig`).
+                let span = tracing::info_span!(
+                    "reconcile",
+                    namespace = %fc.namespace().unwrap_or_default(),
+                    fluxconfig = %fc.name_any(),
+                );
+                tracing::Instrument::instrument(
+                    async move { reconcile(fc, ctx, api, resync, failures).await },
+                    span,
+                )
             },
             move |fc, err, _ctx| error_policy(&fc, err, &failures_policy),
             ctx,
