@@ -6,7 +6,9 @@
 //! Git's smart HTTP protocol by `git http-backend`, run as a CGI program
 //! for each request behind a small hyper server, optionally behind HTTP
 //! basic auth. The server can be stopped and started again on the same
-//! port, to test what a client does while Git is down.
+//! port, to test what a client does while Git is down, and it can be made
+//! to misbehave at runtime ([`Fault`]: stall, answer with garbage, cut a
+//! pack short, pretend the repository is gone).
 //!
 //! Blocking: the repository helpers run `git` synchronously (milliseconds);
 //! the server runs on the caller's tokio runtime.
@@ -47,6 +49,28 @@ fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> GitServerErro
     move |source| GitServerError::Io { action, source }
 }
 
+/// A way for the server to misbehave, switched at runtime with
+/// [`GitServer::set_fault`]; it applies to every repository and request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// Serve normally.
+    #[default]
+    None,
+    /// Accept the connection and read the request, then send nothing until
+    /// the fault is changed (then answer as the new fault says).
+    Stall,
+    /// Answer `200 OK` with an HTML page (a login portal, a proxy's error
+    /// page): the wrong content type.
+    Html,
+    /// Answer with the content type Git expects but bytes that are not the
+    /// Git protocol.
+    Garbage,
+    /// Serve the ref advertisement, but cut every pack in half.
+    Truncate,
+    /// Answer `404 Not Found` to everything.
+    NotFound,
+}
+
 /// Requests served, by kind, so tests can tell a cheap poll (ref
 /// advertisement only) from a fetch.
 #[derive(Debug, Default)]
@@ -58,6 +82,8 @@ pub struct Counters {
     pub upload_packs: AtomicU64,
     /// Requests refused with 401.
     pub unauthorized: AtomicU64,
+    /// Requests answered (or held) according to a [`Fault`].
+    pub faulted: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -65,6 +91,7 @@ struct Inner {
     root: PathBuf,
     auth: Option<(String, String)>,
     counters: Counters,
+    fault: tokio::sync::watch::Sender<Fault>,
 }
 
 /// A smart-HTTP Git server on `127.0.0.1`.
@@ -109,6 +136,7 @@ impl GitServer {
                 root: dir.path().to_owned(),
                 auth,
                 counters: Counters::default(),
+                fault: tokio::sync::watch::Sender::new(Fault::None),
             }),
             dir,
             addr,
@@ -187,6 +215,18 @@ impl GitServer {
         &self.inner.counters
     }
 
+    /// Makes the server misbehave (or behave again, with [`Fault::None`])
+    /// from the next request on; requests held by [`Fault::Stall`] go on
+    /// as the new fault says.
+    pub fn set_fault(&self, fault: Fault) {
+        self.inner.fault.send_replace(fault);
+    }
+
+    /// The current fault.
+    pub fn fault(&self) -> Fault {
+        *self.inner.fault.borrow()
+    }
+
     /// Creates an empty repository `name` with branch `main` and returns
     /// its working clone.
     pub fn create_repo(&self, name: &str) -> Result<Repo, GitServerError> {
@@ -240,6 +280,48 @@ fn authorized(inner: &Inner, req: &Request<Incoming>) -> bool {
 }
 
 async fn handle(inner: &Inner, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let mut fault = inner.fault.subscribe();
+    if *fault.borrow_and_update() == Fault::Stall {
+        inner.counters.faulted.fetch_add(1, Ordering::Relaxed);
+        // Held until the fault changes (or the client gives up and the
+        // connection is dropped with this future).
+        let _ = fault.wait_for(|f| *f != Fault::Stall).await;
+    }
+    let current = *fault.borrow();
+    match current {
+        Fault::Html => {
+            inner.counters.faulted.fetch_add(1, Ordering::Relaxed);
+            let mut response = text_response(
+                StatusCode::OK,
+                "<!doctype html><html><body>Please sign in</body></html>\n",
+            );
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/html"),
+            );
+            return response;
+        }
+        Fault::Garbage => {
+            inner.counters.faulted.fetch_add(1, Ordering::Relaxed);
+            let path = req.uri().path();
+            let content_type = if path.ends_with("/git-upload-pack") {
+                "application/x-git-upload-pack-result"
+            } else {
+                "application/x-git-upload-pack-advertisement"
+            };
+            let mut response = text_response(StatusCode::OK, "zzzz\u{1}\u{2}not git at all\n");
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(content_type),
+            );
+            return response;
+        }
+        Fault::NotFound => {
+            inner.counters.faulted.fetch_add(1, Ordering::Relaxed);
+            return text_response(StatusCode::NOT_FOUND, "Repository not found\n");
+        }
+        Fault::None | Fault::Stall | Fault::Truncate => {}
+    }
     if !authorized(inner, &req) {
         inner.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
         let mut response = text_response(StatusCode::UNAUTHORIZED, "authentication required\n");
@@ -260,9 +342,27 @@ async fn handle(inner: &Inner, req: Request<Incoming>) -> Response<Full<Bytes>> 
         inner.counters.upload_packs.fetch_add(1, Ordering::Relaxed);
     }
     match cgi(inner, req, &path, &query).await {
+        Ok(response) if current == Fault::Truncate && path.ends_with("/git-upload-pack") => {
+            inner.counters.faulted.fetch_add(1, Ordering::Relaxed);
+            truncate(response).await
+        }
         Ok(response) => response,
         Err(message) => text_response(StatusCode::INTERNAL_SERVER_ERROR, &message),
     }
+}
+
+/// The same response with the first half of its body only.
+async fn truncate(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    let (parts, body) = response.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    let half = bytes.slice(..bytes.len() / 2);
+    let mut response = Response::from_parts(parts, Full::new(half));
+    response.headers_mut().remove(hyper::header::CONTENT_LENGTH);
+    response
 }
 
 /// Runs `git http-backend` for one request (RFC 3875 CGI).
@@ -407,6 +507,76 @@ impl Repo {
     /// Runs `git <args>` in the working clone; returns its stdout.
     pub fn git(&self, args: &[&str]) -> Result<String, GitServerError> {
         self.git_in(&self.work, args)
+    }
+
+    /// Runs `git <args>` in the working clone with `input` on its stdin
+    /// (`git mktree`, `git hash-object --stdin`); returns its stdout.
+    pub fn git_with_input(&self, args: &[&str], input: &[u8]) -> Result<String, GitServerError> {
+        use std::io::Write as _;
+        let mut child = Command::new("git")
+            .args(args)
+            .current_dir(&self.work)
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "fluxgate test")
+            .env("GIT_AUTHOR_EMAIL", "test@fluxgate.dev")
+            .env("GIT_COMMITTER_NAME", "fluxgate test")
+            .env("GIT_COMMITTER_EMAIL", "test@fluxgate.dev")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io(format!("run git {}", args.join(" "))))?;
+        let mut stdin = child.stdin.take().ok_or_else(|| GitServerError::Io {
+            action: "open git's stdin".into(),
+            source: std::io::ErrorKind::BrokenPipe.into(),
+        })?;
+        // Written from a thread, so a large input and a large output cannot
+        // deadlock on full pipes.
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let output = child
+            .wait_with_output()
+            .map_err(io(format!("run git {}", args.join(" "))))?;
+        let _ = writer.join();
+        if !output.status.success() {
+            return Err(GitServerError::Git {
+                args: args.join(" "),
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// Makes `main` point at a new commit (child of the current head) whose
+    /// tree is `tree` (a tree id, e.g. from `git mktree`), and pushes it;
+    /// returns the commit's SHA. The working clone's files are left alone.
+    pub fn commit_tree(&self, tree: &str, message: &str) -> Result<String, GitServerError> {
+        let parent = self.head().ok();
+        let mut args = vec!["commit-tree", tree, "-m", message];
+        if let Some(parent) = parent.as_deref() {
+            args.extend(["-p", parent]);
+        }
+        let sha = self.git(&args)?;
+        self.git(&["update-ref", "refs/heads/main", &sha])?;
+        self.git(&["push", "-q", "origin", "main"])?;
+        Ok(sha)
+    }
+
+    /// Deletes the served repository (the server then answers 404, as for
+    /// any unknown repository); [`Repo::restore`] brings it back.
+    pub fn delete_from_server(&self) -> Result<(), GitServerError> {
+        std::fs::rename(&self.bare, self.deleted_path()).map_err(io("delete the repository"))
+    }
+
+    /// Serves the repository deleted by [`Repo::delete_from_server`] again.
+    pub fn restore(&self) -> Result<(), GitServerError> {
+        std::fs::rename(self.deleted_path(), &self.bare).map_err(io("restore the repository"))
+    }
+
+    fn deleted_path(&self) -> PathBuf {
+        self.bare.with_extension("deleted")
     }
 
     /// The working clone.

@@ -12,6 +12,7 @@ pub mod journey;
 pub mod runner;
 pub mod stack;
 pub mod testenv;
+pub mod wait;
 
 pub use testenv::{
     BIN_DIR_ENV, CertificateAuthority, ControlPlane, Error, FIELD_MANAGER, IssuedCert, KEEP_ENV,

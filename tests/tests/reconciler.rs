@@ -28,7 +28,7 @@ const FC: &str = "app";
 const SA: &str = "fluxgate-reconciler";
 /// The poll interval every test FluxConfig gets.
 const INTERVAL: &str = "2s";
-const WAIT: Duration = Duration::from_secs(60);
+use fluxgate_e2e::wait::{self, WAIT};
 
 fn control_plane() -> &'static ControlPlane {
     testenv::shared().unwrap()
@@ -272,19 +272,12 @@ impl Drop for Reconciler {
 }
 
 /// Polls until `check` gives `Some`; panics with `what` after [`WAIT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait::eventually(what, WAIT, check).await
 }
 
 fn condition<'a>(
@@ -301,50 +294,7 @@ async fn wait_fc(
     what: &str,
     pred: impl Fn(&FluxConfig) -> bool,
 ) -> FluxConfig {
-    let api: Api<FluxConfig> = Api::namespaced(admin.clone(), ns);
-    let last = std::sync::Mutex::new(None);
-    let (last_ref, pred_ref) = (&last, &pred);
-    let result = tokio::time::timeout(
-        WAIT,
-        eventually_quiet(move || {
-            let api = api.clone();
-            let (last, pred) = (last_ref, pred_ref);
-            async move {
-                let fc = api.get(FC).await.ok()?;
-                let ok = pred(&fc);
-                *last.lock().unwrap() = Some(fc.clone());
-                ok.then_some(fc)
-            }
-        }),
-    )
-    .await;
-    match result {
-        Ok(fc) => fc,
-        Err(_) => panic!(
-            "timed out waiting for {what}; last status: {}",
-            serde_json::to_string_pretty(
-                &last
-                    .lock()
-                    .unwrap()
-                    .as_ref()
-                    .and_then(|f: &FluxConfig| f.status.clone())
-            )
-            .unwrap()
-        ),
-    }
-}
-
-async fn eventually_quiet<T, F, Fut>(mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait::flux_config(admin, ns, FC, WAIT, what, pred).await
 }
 
 fn revision(sha: &str) -> String {
@@ -353,28 +303,11 @@ fn revision(sha: &str) -> String {
 
 /// Ready=True for this generation with `revision` applied.
 async fn wait_ready(admin: &Client, ns: &str, rev: &str) -> FluxConfig {
-    wait_fc(admin, ns, &format!("Ready at {rev}"), |fc| {
-        let ready = condition(fc, conditions::READY);
-        ready.is_some_and(|c| c.status == "True" && c.observed_generation == fc.metadata.generation)
-            && fc
-                .status
-                .as_ref()
-                .and_then(|s| s.last_applied_revision.as_deref())
-                == Some(rev)
-    })
-    .await
+    wait::ready_at(admin, ns, FC, WAIT, rev).await
 }
 
 async fn wait_stalled(admin: &Client, ns: &str, attempted: &str) -> FluxConfig {
-    wait_fc(admin, ns, &format!("Stalled at {attempted}"), |fc| {
-        condition(fc, conditions::STALLED).is_some_and(|c| c.status == "True")
-            && fc
-                .status
-                .as_ref()
-                .and_then(|s| s.last_attempted_revision.as_deref())
-                == Some(attempted)
-    })
-    .await
+    wait::stalled_at(admin, ns, FC, WAIT, attempted).await
 }
 
 fn config_map(name: &str, data: &str) -> String {
@@ -1041,6 +974,15 @@ async fn a_git_outage_keeps_the_last_state_and_recovers_in(admin: Client, ns: St
         "{}",
         ready.message
     );
+    // The cause as the connection attempt saw it, not a proxy's.
+    assert!(
+        ready.message.contains(&format!(
+            "cannot connect to {}: Connection refused",
+            server.addr()
+        )),
+        "{}",
+        ready.message
+    );
     assert!(
         ready
             .message
@@ -1078,11 +1020,41 @@ async fn a_git_outage_keeps_the_last_state_and_recovers_in(admin: Client, ns: St
         "recovered {:?} after the git server came back",
         back.elapsed()
     );
-    assert!(fc.status.unwrap().last_error.is_none());
+    assert!(fc.status.as_ref().unwrap().last_error.is_none());
+    let reconciling = condition(&fc, conditions::RECONCILING).unwrap();
+    assert_eq!(reconciling.status, "False", "{}", reconciling.message);
     assert_eq!(
         cm_value(&get_cm(&admin, &ns, "web-config").await.unwrap()).as_deref(),
         Some("v2")
     );
+
+    // Down again, and the host name no longer resolves either: the same
+    // story, said with the resolver's words.
+    server.stop().await;
+    write_effective(
+        &admin,
+        &ns,
+        effective(
+            &ns,
+            "http://fluxgate-gone.invalid/app.git",
+            "deploy",
+            None,
+            false,
+        ),
+    )
+    .await;
+    let fc = wait_fc(&admin, &ns, "unknown host", |fc| {
+        condition(fc, conditions::READY).is_some_and(|c| {
+            c.reason == "FetchFailed" && c.message.contains("fluxgate-gone.invalid:80")
+        })
+    })
+    .await;
+    assert_eq!(
+        fc.status.unwrap().last_applied_revision,
+        Some(revision(&second)),
+        "what runs is kept"
+    );
+    assert!(get_cm(&admin, &ns, "web-config").await.is_some());
     cleanup_staging(&admin, &ns).await;
 }
 

@@ -204,9 +204,7 @@ async fn carry(
     if forwarded.is_err() {
         return;
     }
-    if copy_both(client, upstream, stall).await.is_err() {
-        state.record(Outcome::Stalled(stall));
-    }
+    copy_both(client, upstream, stall, &state).await;
 }
 
 /// Reads up to the end of the request head; returns everything read (the
@@ -298,9 +296,10 @@ impl ProxyRequest {
     }
 }
 
-/// Copies both ways until either side closes; `Err` when nothing moved for
-/// `stall`.
-async fn copy_both(client: TcpStream, upstream: TcpStream, stall: Duration) -> Result<(), ()> {
+/// Copies both ways until either side closes, or nothing moved for `stall`
+/// (recorded before the sockets are closed, so libgit2's error is never seen
+/// without its cause).
+async fn copy_both(client: TcpStream, upstream: TcpStream, stall: Duration, state: &State) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
     let mut from_client = vec![0u8; BUFFER];
@@ -313,9 +312,12 @@ async fn copy_both(client: TcpStream, upstream: TcpStream, stall: Duration) -> R
             }
         })
         .await;
-        let (up, read) = step.map_err(|_| ())?;
+        let Ok((up, read)) = step else {
+            state.record(Outcome::Stalled(stall));
+            return;
+        };
         let n = match read {
-            Ok(0) | Err(_) => return Ok(()),
+            Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
         let written = if up {
@@ -324,7 +326,7 @@ async fn copy_both(client: TcpStream, upstream: TcpStream, stall: Duration) -> R
             forward(&mut client_write, &from_upstream[..n]).await
         };
         if written.is_err() {
-            return Ok(());
+            return;
         }
     }
 }
