@@ -34,3 +34,11 @@ pub mod reasons {
     /// Syncing is suspended by `spec.suspend`.
     pub const SUSPENDED: &str = "Suspended";
 }
+
+/// The condition of type `type_` in `conditions`, if present.
+pub fn find<'a>(
+    conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}

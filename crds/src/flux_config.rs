@@ -266,11 +266,7 @@ pub struct FluxConfigStatus {
 impl FluxConfig {
     /// The condition of the given type, if present.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
+        crate::conditions::find(&self.status.as_ref()?.conditions, type_)
     }
 
     /// Whether the condition of the given type is `True`.

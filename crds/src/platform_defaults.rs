@@ -235,3 +235,15 @@ pub struct PlatformDefaultsStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched_namespaces: Option<i32>,
 }
+
+impl PlatformDefaults {
+    /// The condition of the given type, if present.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        crate::conditions::find(&self.status.as_ref()?.conditions, type_)
+    }
+
+    /// Whether the condition of the given type is `True`.
+    pub fn condition_is_true(&self, type_: &str) -> bool {
+        self.condition(type_).is_some_and(|c| c.status == "True")
+    }
+}

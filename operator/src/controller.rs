@@ -204,6 +204,8 @@ pub async fn run(
         recent_status: crate::status::RecentWrites::default(),
     });
 
+    let defaults_status_parts = (ctx.settings.platform_namespace.clone(), ctx.synced.clone());
+
     // Readiness: every cache has listed once. Each store but the
     // FluxConfigs' has exactly one waiter: this task (see above).
     {
@@ -366,10 +368,36 @@ pub async fn run(
             }
             future::ready(())
         });
+    // PlatformDefaults status (READY column), from the same caches, once
+    // they synced; a dependent task, so it ends with the controller.
+    let defaults_status = {
+        let (client, pds, nss, fcs) = (
+            client.clone(),
+            pd_store.clone(),
+            ns_store.clone(),
+            fc_store.clone(),
+        );
+        let (platform_namespace, synced) = defaults_status_parts;
+        async move {
+            while !synced.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            crate::defaults_status::run(
+                client,
+                pds,
+                nss,
+                fcs,
+                platform_namespace,
+                Duration::from_secs(2),
+            )
+            .await;
+        }
+    };
     // The reporter ends when the watches are dropped, so the controller
     // decides when both are done.
     tokio::select! {
         () = controller => {}
+        () = defaults_status => {}
         () = reporter => {
             // Only reached if every watch stream ended first; keep serving.
             std::future::pending::<()>().await;

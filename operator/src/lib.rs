@@ -10,6 +10,7 @@
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod defaults_status;
 pub mod diff;
 pub mod error;
 pub mod guard;

@@ -1311,3 +1311,88 @@ async fn the_platform_namespaces_own_flux_configs_are_left_to_the_platform_sync(
     assert!(fc.status.is_none(), "{:?}", fc.status);
     assert!(!exists::<Deployment>(&admin, PLATFORM_NS, "fluxgate-reconciler").await);
 }
+
+#[tokio::test]
+async fn platform_defaults_report_whether_they_are_valid_and_what_they_select() {
+    operator();
+    let admin = control_plane().client().unwrap();
+    let tenant = unique("pdstatus");
+    let (a, b) = (format!("{tenant}-a"), format!("{tenant}-b"));
+    for ns in [&a, &b] {
+        team_namespace(&admin, ns, &tenant).await;
+    }
+    apply_defaults(
+        &admin,
+        &defaults(
+            &tenant,
+            "registry.corp.example/fluxgate/reconciler:v1",
+            json!({}),
+        ),
+    )
+    .await;
+    for ns in [&a, &b] {
+        create_flux_config(
+            &admin,
+            ns,
+            "web",
+            json!({"repo": format!("https://git.corp.example/{ns}/web.git")}),
+        )
+        .await;
+    }
+    let pds: Api<PlatformDefaults> = Api::all(admin.clone());
+    let name = format!("{tenant}-defaults");
+    let status = eventually("Ready with two namespaces", Duration::from_secs(30), || {
+        let (pds, name) = (pds.clone(), name.clone());
+        async move {
+            let pd = pds.get(&name).await.ok()?;
+            let status = pd.status.clone()?;
+            (pd.condition_is_true(conditions::READY)
+                && status.matched_namespaces == Some(2)
+                && status.observed_generation == pd.metadata.generation)
+                .then_some(status)
+        }
+    })
+    .await;
+    assert_eq!(
+        status.conditions[0].message,
+        "applies to 2 namespace(s) with FluxConfigs"
+    );
+
+    // Written while no webhook checks it: the operator says what is wrong.
+    apply_defaults(
+        &admin,
+        &defaults(
+            &tenant,
+            "registry.corp.example/fluxgate/reconciler:v1",
+            json!({"limits": {"minInterval": "10m"}, "defaults": {"interval": "1m"}}),
+        ),
+    )
+    .await;
+    let pd = eventually("Stalled", Duration::from_secs(30), || {
+        let (pds, name) = (pds.clone(), name.clone());
+        async move {
+            let pd = pds.get(&name).await.ok()?;
+            pd.condition_is_true(conditions::STALLED).then_some(pd)
+        }
+    })
+    .await;
+    let ready = pd.condition(conditions::READY).unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready
+            .message
+            .contains("is shorter than this object's spec.limits.minInterval"),
+        "{}",
+        ready.message
+    );
+    // kubectl shows it.
+    let out = control_plane()
+        .kubectl(["get", "platformdefaults", &name])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.lines().nth(1).is_some_and(|l| l.contains("False")),
+        "{table}"
+    );
+}
