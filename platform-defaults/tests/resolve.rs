@@ -583,3 +583,34 @@ fn installation_protected_namespaces_are_enforced_and_checked() {
     };
     assert!(bad_ns.check().unwrap_err().contains("not a DNS-1123 label"));
 }
+
+/// The values of `tests/tests/hostile_input.rs` (end to end through the API
+/// server) whose rules live here, with the whole message: the object, the
+/// field, the value (password masked), what is wrong and what is allowed.
+#[test]
+fn hostile_values_are_denied_with_field_value_and_what_is_allowed() {
+    let repo = "https://git.corp.example/team-a/web.git";
+    let table: Vec<(serde_json::Value, &str)> = vec![
+        (
+            serde_json::json!({"repo": "https://git.corp.ex\u{430}mple/team-a/web.git"}),
+            "spec.repo \"https://git.corp.exаmple/team-a/web.git\": host \"git.corp.ex\\u{430}mple\" is not ASCII: U+0430 'а' at byte 11, which looks like an ASCII character; internationalised host names are not supported, write the name in its punycode (xn--) form",
+        ),
+        (
+            serde_json::json!({"repo": "http://[fd00:ec2::254]/latest/meta-data"}),
+            "spec.repo \"http://[fd00:ec2::254]/latest/meta-data\" points to a cloud metadata endpoint address, which only a pattern naming that exact host can allow (PlatformDefaults \"global\"); allowed: https://git.corp.example/team-a/*",
+        ),
+        (
+            serde_json::json!({"repo": "https://deploy:hunter2@git.corp.example/team-a/web.git"}),
+            "spec.repo \"https://deploy:***@git.corp.example/team-a/web.git\": repository url contains a password; credentials belong in a Secret assigned by the platform, so write the url without them",
+        ),
+        (
+            serde_json::json!({"repo": repo, "path": "%2e%2e/%2e%2e/etc"}),
+            "spec.path: path \"%2e%2e/%2e%2e/etc\" contains the percent-escape \"%2e\"; paths are taken literally, not URL-decoded, so write the characters themselves (and never '..')",
+        ),
+    ];
+    for (spec, message) in table {
+        let v = denial("team-a", "standard", spec.clone());
+        assert_eq!(v.to_string(), format!("FluxConfig team-a/web: {message}"), "{spec}");
+        assert!(!v.to_string().contains("hunter2"), "{v}");
+    }
+}

@@ -4,7 +4,8 @@
 //! The normal form has no empty or `.` segments and no trailing `/`; the
 //! repository root is `.`. A `..` segment is refused rather than resolved,
 //! so a path can never climb out of the checkout, and what a team wrote is
-//! what is applied.
+//! what is applied. Percent-escapes (`%2e%2e`) are refused too: a path is
+//! never URL-decoded, and must not become `..` for anything that does.
 
 /// Longest path accepted (bytes), as in the CRD.
 pub const MAX_REPO_PATH_LEN: usize = 1024;
@@ -48,6 +49,18 @@ pub enum PathError {
         /// The path as given.
         path: String,
     },
+    /// A percent-escape such as `%2e` or `%2F`. Paths are taken literally,
+    /// so `%2e%2e` is a directory of that name here; anything that
+    /// URL-decodes the path later would read it as `..`.
+    #[error(
+        "path {path:?} contains the percent-escape {escape:?}; paths are taken literally, not URL-decoded, so write the characters themselves (and never '..')"
+    )]
+    PercentEscape {
+        /// The path as given.
+        path: String,
+        /// The first escape, e.g. `%2e`.
+        escape: String,
+    },
     /// A NUL or other control character.
     #[error("path {path:?} contains a control character; only printable characters are allowed")]
     ControlChar {
@@ -60,8 +73,8 @@ pub enum PathError {
 ///
 /// `""`, `.` and `./` give `.`; `./deploy//prod/` gives `deploy/prod`.
 /// Refuses absolute paths, drive letters (`C:`), `..` segments,
-/// backslashes, control characters (including NUL) and paths longer than
-/// [`MAX_REPO_PATH_LEN`] bytes. Other characters, including spaces and
+/// percent-escapes (`%2e`), backslashes, control characters (including NUL)
+/// and paths longer than [`MAX_REPO_PATH_LEN`] bytes. Other characters, including spaces and
 /// non-ASCII letters, are kept as they are.
 pub fn normalize_repo_path(path: &str) -> Result<String, PathError> {
     let owned = || path.to_owned();
@@ -76,6 +89,12 @@ pub fn normalize_repo_path(path: &str) -> Result<String, PathError> {
     }
     if path.starts_with('/') {
         return Err(PathError::Absolute { path: owned() });
+    }
+    if let Some(escape) = first_percent_escape(path) {
+        return Err(PathError::PercentEscape {
+            path: owned(),
+            escape: escape.to_owned(),
+        });
     }
     let mut segments = Vec::new();
     for segment in path.split('/') {
@@ -100,6 +119,19 @@ pub fn normalize_repo_path(path: &str) -> Result<String, PathError> {
     } else {
         Ok(segments.join("/"))
     }
+}
+
+/// The first `%XX` (two hex digits) in `path`: a percent-escape, which
+/// means nothing in a path but reads as `.`, `/`, `\\` or NUL to anything
+/// that URL-decodes it.
+fn first_percent_escape(path: &str) -> Option<&str> {
+    path.match_indices('%').find_map(|(at, _)| {
+        let escape = path.get(at..at + 3)?;
+        escape[1..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit())
+            .then_some(escape)
+    })
 }
 
 #[cfg(test)]
@@ -128,6 +160,11 @@ mod tests {
             ("with space/ünïcode", "with space/ünïcode"),
             ("deploy:prod", "deploy:prod"),
             ("1:/x", "1:/x"),
+            // A '%' without two hex digits after it is just a character.
+            ("50%off", "50%off"),
+            ("100%", "100%"),
+            ("a%2", "a%2"),
+            ("%zz/x", "%zz/x"),
         ];
         for (input, want) in cases {
             assert_eq!(normalize_repo_path(input).as_deref(), Ok(want), "{input:?}");
@@ -170,6 +207,30 @@ mod tests {
             ("deploy\u{85}", |e| {
                 matches!(e, PathError::ControlChar { .. })
             }),
+            // Percent-escapes, which a URL-decoding consumer would read as
+            // traversal (found by tests/tests/hostile_input.rs).
+            (
+                "%2e%2e/%2e%2e/etc",
+                |e| matches!(e, PathError::PercentEscape { escape, .. } if escape == "%2e"),
+            ),
+            (
+                "deploy/%2E%2E",
+                |e| matches!(e, PathError::PercentEscape { escape, .. } if escape == "%2E"),
+            ),
+            (
+                "..%2fetc",
+                |e| matches!(e, PathError::PercentEscape { escape, .. } if escape == "%2f"),
+            ),
+            ("deploy%5c..%5cetc", |e| {
+                matches!(e, PathError::PercentEscape { .. })
+            }),
+            ("deploy%00", |e| {
+                matches!(e, PathError::PercentEscape { .. })
+            }),
+            (
+                "%252e%252e",
+                |e| matches!(e, PathError::PercentEscape { escape, .. } if escape == "%25"),
+            ),
         ];
         for (input, check) in cases {
             match normalize_repo_path(input) {

@@ -97,13 +97,22 @@ pub enum UrlError {
     /// The host is empty.
     #[error("repository url has no host; write it as https://host/path")]
     EmptyHost,
-    /// The host holds non-ASCII characters.
+    /// The host holds non-ASCII characters. The message escapes them
+    /// (`ex\u{430}mple`), so a look-alike of an allowed host (Cyrillic `а`
+    /// for Latin `a`) is visible as such.
     #[error(
-        "host {host:?} is not ASCII; internationalised host names are not supported, write the name in its punycode (xn--) form"
+        "host \"{}\" is not ASCII: {} at byte {at}{}; internationalised host names are not supported, write the name in its punycode (xn--) form",
+        escape_non_ascii(.host),
+        describe_char(*.ch),
+        look_alike_hint(*.ch)
     )]
     NonAsciiHost {
         /// The host as given.
         host: String,
+        /// The first non-ASCII character.
+        ch: char,
+        /// Its byte offset in the host.
+        at: usize,
     },
     /// The host is not a valid DNS name.
     #[error(
@@ -521,6 +530,40 @@ pub(crate) fn split(input: &str) -> Result<Parts<'_>, UrlError> {
     })
 }
 
+/// `text` with every non-ASCII character (and control character) written
+/// as a `\u{...}` escape, so look-alikes cannot pass for ASCII in a message.
+fn escape_non_ascii(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' {
+            out.push(c);
+        } else {
+            out.push_str(&c.escape_unicode().to_string());
+        }
+    }
+    out
+}
+
+/// `U+0430 'а'` (the character itself only when it is printable).
+fn describe_char(c: char) -> String {
+    if c.is_control() || c.is_whitespace() {
+        format!("U+{:04X}", u32::from(c))
+    } else {
+        format!("U+{:04X} {c:?}", u32::from(c))
+    }
+}
+
+/// A hint when `c` is a common look-alike of an ASCII character: Cyrillic
+/// and Greek letters, full-width forms and the ideographic full stop.
+fn look_alike_hint(c: char) -> &'static str {
+    match u32::from(c) {
+        0x0370..=0x03FF | 0x0400..=0x04FF | 0xFF01..=0xFF5E | 0x3002 | 0xFF61 => {
+            ", which looks like an ASCII character"
+        }
+        _ => "",
+    }
+}
+
 fn parse_port(text: &str) -> Option<u16> {
     if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -609,9 +652,11 @@ pub(crate) fn normalize_host(raw: &str) -> Result<NormalHost, UrlError> {
             }),
         };
     }
-    if !raw.is_ascii() {
+    if let Some((at, ch)) = raw.char_indices().find(|(_, c)| !c.is_ascii()) {
         return Err(UrlError::NonAsciiHost {
             host: raw.to_owned(),
+            ch,
+            at,
         });
     }
     let lower = raw.to_ascii_lowercase();
@@ -702,11 +747,23 @@ pub(crate) fn ip_internal_reason(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// Cloud instance metadata services on IPv4: the link-local address most
+/// clouds use, and Alibaba Cloud's (inside the CGNAT range, which would
+/// otherwise be named instead).
+const CLOUD_METADATA_V4: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(169, 254, 169, 254),
+    Ipv4Addr::new(100, 100, 100, 200),
+];
+
+/// AWS's instance metadata service on IPv6 (`fd00:ec2::254`), inside the
+/// unique-local range, which would otherwise be named instead.
+const CLOUD_METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
 fn ipv4_internal_reason(ip: Ipv4Addr) -> Option<&'static str> {
     let [a, b, ..] = ip.octets();
     if ip.is_loopback() {
         Some("loopback")
-    } else if ip == Ipv4Addr::new(169, 254, 169, 254) {
+    } else if CLOUD_METADATA_V4.contains(&ip) {
         Some("cloud metadata endpoint")
     } else if ip.is_link_local() {
         Some("link-local")
@@ -729,6 +786,9 @@ fn ipv6_internal_reason(ip: Ipv6Addr) -> Option<&'static str> {
     }
     if ip.is_unspecified() {
         return Some("unspecified address");
+    }
+    if ip == CLOUD_METADATA_V6 {
+        return Some("cloud metadata endpoint");
     }
     if let Some(v4) = ip.to_ipv4_mapped() {
         return ipv4_internal_reason(v4);
@@ -755,7 +815,7 @@ fn ipv6_internal_reason(ip: Ipv6Addr) -> Option<&'static str> {
 pub(crate) fn name_internal_reason(host: &str) -> Option<&'static str> {
     if host == "localhost" || host.ends_with(".localhost") {
         Some("loopback")
-    } else if host == "metadata.google.internal" {
+    } else if host == "metadata.google.internal" || host == "metadata.goog" {
         Some("cloud metadata endpoint")
     } else {
         None
@@ -1208,6 +1268,30 @@ mod tests {
         let e = err("https://gït.corp.example/x");
         assert!(matches!(e, UrlError::NonAsciiHost { .. }));
         assert!(e.to_string().contains("punycode"), "{e}");
+        // Look-alikes are spelled out: the host is escaped, and the
+        // character is named with its code point.
+        let cases = [
+            (
+                "https://git.corp.ex\u{430}mple/team-a/web.git",
+                "host \"git.corp.ex\\u{430}mple\" is not ASCII: U+0430 'а' at byte 11, which looks like an ASCII character; ",
+            ),
+            (
+                "https://git.corp\u{3002}example/x",
+                "host \"git.corp\\u{3002}example\" is not ASCII: U+3002 '。' at byte 8, which looks like an ASCII character; ",
+            ),
+            (
+                "https://gït.corp.example/x",
+                "host \"g\\u{ef}t.corp.example\" is not ASCII: U+00EF 'ï' at byte 1; ",
+            ),
+            (
+                "https://g\u{200b}it.example/x",
+                "host \"g\\u{200b}it.example\" is not ASCII: U+200B '\\u{200b}' at byte 1; ",
+            ),
+        ];
+        for (input, start) in cases {
+            let message = err(input).to_string();
+            assert!(message.starts_with(start), "{input:?}: {message}");
+        }
         assert_eq!(
             norm("https://xn--gt-tka.corp.example/x"),
             "https://xn--gt-tka.corp.example/x"
@@ -1280,6 +1364,17 @@ mod tests {
                 Some("cloud metadata endpoint"),
             ),
             ("http://[::ffff:10.1.2.3]/x", Some("private network")),
+            ("http://[fd00:ec2::254]/x", Some("cloud metadata endpoint")),
+            (
+                "http://[fd00:ec2::253]/x",
+                Some("private network (unique local)"),
+            ),
+            ("http://100.100.100.200/x", Some("cloud metadata endpoint")),
+            (
+                "http://100.100.100.201/x",
+                Some("shared address space (CGNAT)"),
+            ),
+            ("http://metadata.goog/x", Some("cloud metadata endpoint")),
             ("http://[64:ff9b::10.1.2.3]/x", Some("private network")),
             ("https://git.corp.example/x", None),
             ("https://localhost.corp.example/x", None),
