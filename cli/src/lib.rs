@@ -63,7 +63,11 @@ pub struct PlatformArgs {
     pub default_cluster_role: Option<String>,
     /// Namespace pattern no team may target, as installed
     /// (`--protected-namespace` of the operator and webhook; repeatable).
-    #[arg(long = "protected-namespace", env = "FLUXGATE_PROTECTED_NAMESPACES", value_delimiter = ',')]
+    #[arg(
+        long = "protected-namespace",
+        env = "FLUXGATE_PROTECTED_NAMESPACES",
+        value_delimiter = ','
+    )]
     pub protected_namespaces: Vec<String>,
 }
 

@@ -461,7 +461,9 @@ pub fn protected_by(target: &str, layers: &Layers<'_>) -> Option<String> {
     // start, so a failed parse here cannot hide a protection.
     for text in &settings.protected_namespaces {
         if NamePattern::namespace(text).is_ok_and(|p| p.matches(target, layers.namespace())) {
-            return Some(format!("protected namespace pattern {text} of the installation"));
+            return Some(format!(
+                "protected namespace pattern {text} of the installation"
+            ));
         }
     }
     layers

@@ -13,8 +13,8 @@
 mod crds;
 mod namespace;
 mod pki;
-mod service;
 pub(crate) mod process;
+mod service;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt as _;
@@ -34,7 +34,7 @@ use kube::config::{
 pub use crds::{FIELD_MANAGER, deploy_crds_dir, install_crds, load_crds};
 pub use namespace::{TEST_LABEL, with_temp_ns};
 pub use pki::{CertificateAuthority, IssuedCert};
-pub use service::{SLICE_MANAGER, route_service, routable_ip};
+pub use service::{SLICE_MANAGER, routable_ip, route_service};
 
 use pki::ServiceAccountKey;
 use process::{Component, Janitor};
