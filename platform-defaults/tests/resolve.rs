@@ -610,7 +610,11 @@ fn hostile_values_are_denied_with_field_value_and_what_is_allowed() {
     ];
     for (spec, message) in table {
         let v = denial("team-a", "standard", spec.clone());
-        assert_eq!(v.to_string(), format!("FluxConfig team-a/web: {message}"), "{spec}");
+        assert_eq!(
+            v.to_string(),
+            format!("FluxConfig team-a/web: {message}"),
+            "{spec}"
+        );
         assert!(!v.to_string().contains("hunter2"), "{v}");
     }
 }
