@@ -1545,4 +1545,43 @@ mod tests {
         );
         assert!(matches!(refused, GitError::Unreachable { .. }), "{refused}");
     }
+
+    /// https goes through the relay as a `CONNECT` proxy: a server that
+    /// accepts the TCP connection and never answers the TLS handshake is
+    /// given up on at the stall timeout, not waited on forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_https_server_is_given_up_on() {
+        let silent = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let addr = silent.local_addr().unwrap();
+        let _held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let source = Source {
+            url: format!("https://{addr}/team/app.git"),
+            reference: RefName::Branch("main".into()),
+            credentials: None,
+            credentials_secret: None,
+            timeout: Duration::from_secs(2),
+            max_bytes: 1 << 20,
+        };
+        let started = Instant::now();
+        let err = source.resolve_async().await.unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(err, GitError::Stalled { after, .. } if after == Duration::from_secs(1)),
+            "{err}"
+        );
+        assert!(took < Duration::from_secs(4), "{took:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let err = source
+            .fetch_async(dir.path().join("cache"), dir.path().join("checkout"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, GitError::Stalled { .. }), "{err}");
+    }
 }
