@@ -201,7 +201,18 @@ async fn run_instance(
     let mut spawn = |name: &str, workers: &mut HashMap<_, _>| {
         let (tx, rx) = watch::channel(None);
         workers.insert(name.to_owned(), tx);
-        tasks.spawn(worker::Worker::new(shared.clone(), name).run(rx));
+        // Every log line of this FluxConfig's worker names the team
+        // namespace and the FluxConfig (JSON: `span.namespace`,
+        // `span.fluxconfig`).
+        let span = tracing::info_span!(
+            "worker",
+            namespace = %shared.namespace,
+            fluxconfig = %name,
+        );
+        tasks.spawn(tracing::Instrument::instrument(
+            worker::Worker::new(shared.clone(), name).run(rx),
+            span,
+        ));
     };
     for name in &served {
         spawn(name, &mut workers);
