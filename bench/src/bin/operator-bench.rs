@@ -30,6 +30,7 @@ use base64::Engine as _;
 use clap::Parser;
 use fluxgate_bench::{BoxError, machine, memory, ms, percentile, rustc_version};
 use fluxgate_crds::{FluxConfig, PlatformDefaults, conditions};
+use fluxgate_e2e::stack;
 use fluxgate_e2e::testenv::{self, ControlPlane};
 use fluxgate_platform_defaults::render::{
     FluxConfigRef, NamespaceBundleInput, Renderer, expand_target_namespaces,
@@ -89,15 +90,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn yaml_docs(path: &str) -> Result<Vec<serde_json::Value>, BoxError> {
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path);
-    let text = std::fs::read_to_string(file)?;
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
 async fn apply_as_admin(client: &Client, docs: Vec<serde_json::Value>) -> Result<(), BoxError> {
@@ -255,8 +247,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     Api::<Namespace>::all(admin.clone())
         .create(&PostParams::default(), &namespace(PLATFORM_NS, "platform"))
         .await?;
-    apply_as_admin(&admin, yaml_docs("deploy/rbac/operator.yaml")?).await?;
-    apply_as_admin(&admin, yaml_docs("deploy/rbac/team-reconciler.yaml")?).await?;
+    // The chart's RBAC (deploy/manifests/fluxgate.yaml, the chart rendered).
+    apply_as_admin(&admin, stack::installed("operator", stack::RBAC_KINDS)?).await?;
+    apply_as_admin(&admin, stack::installed("reconciler", &["ClusterRole"])?).await?;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": CREDENTIALS},
         "stringData": {"username": "fluxgate", "password": "s3cret"},

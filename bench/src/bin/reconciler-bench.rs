@@ -333,11 +333,9 @@ async fn apply_as(admin: &Client, doc: &Value, manager: &str) -> Result<(), BoxE
 /// The CRDs and the platform's ClusterRole for team reconcilers.
 async fn install_platform(admin: &Client) -> Result<(), BoxError> {
     testenv::install_crds(admin, fluxgate_crds::all_crds()).await?;
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac/team-reconciler.yaml");
-    let text = std::fs::read_to_string(file)?;
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)?;
-    for doc in docs.iter().filter(|d| !d.is_null()) {
-        apply_as(admin, doc, "platform-team").await?;
+    // The chart's team ClusterRole (deploy/manifests/fluxgate.yaml).
+    for doc in fluxgate_e2e::stack::installed("reconciler", &["ClusterRole"])? {
+        apply_as(admin, &doc, "platform-team").await?;
     }
     Ok(())
 }
