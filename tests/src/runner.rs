@@ -47,19 +47,45 @@ pub struct LocalRunner {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Builds the reconciler binary (a no-op when up to date) and returns its
-/// path in the workspace's target directory.
-pub fn reconciler_binary() -> Result<PathBuf, Error> {
+/// Builds the `fluxgate-reconciler` binary of this workspace (a no-op when
+/// it is up to date) and returns its path: debug, or `release`.
+///
+/// `cargo test`/`cargo run` give this process its package's `CARGO_*`
+/// variables; build scripts (ring's) rerun when `CARGO_MANIFEST_DIR`
+/// changes, so passing them on to the nested cargo would rebuild half the
+/// dependency graph, here and in the next outer build. They are removed.
+pub fn build_reconciler(release: bool) -> Result<PathBuf, Error> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "fluxgate-reconciler",
-            "--bin",
-            "fluxgate-reconciler",
-        ])
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command.args([
+        "build",
+        "--quiet",
+        "-p",
+        "fluxgate-reconciler",
+        "--bin",
+        "fluxgate-reconciler",
+    ]);
+    if release {
+        command.arg("--release");
+    }
+    let status = command
         .current_dir(&workspace)
         .status()
         .map_err(|source| Error::Spawn {
@@ -75,7 +101,14 @@ pub fn reconciler_binary() -> Result<PathBuf, Error> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"));
-    Ok(target.join("debug").join("fluxgate-reconciler"))
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join("fluxgate-reconciler"))
+}
+
+/// The debug `fluxgate-reconciler` binary ([`build_reconciler`]).
+pub fn reconciler_binary() -> Result<PathBuf, Error> {
+    build_reconciler(false)
 }
 
 impl LocalRunner {

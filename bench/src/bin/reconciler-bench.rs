@@ -843,48 +843,7 @@ async fn reconciler_binary(args: &Args) -> Result<PathBuf, BoxError> {
     if let Some(bin) = &args.reconciler_bin {
         return Ok(bin.clone());
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = tokio::process::Command::new(cargo);
-    // `cargo run` gives this process its package's variables; build scripts
-    // (ring's) rerun when `CARGO_MANIFEST_DIR` changes, so passing them on
-    // would rebuild half the dependency graph, here and in the next build.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ]
-            .contains(&name.as_ref())
-        {
-            command.env_remove(name.as_ref());
-        }
-    }
-    let status = command
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "fluxgate-reconciler",
-            "--bin",
-            "fluxgate-reconciler",
-        ])
-        .current_dir(&workspace)
-        .status()
-        .await?;
-    if !status.success() {
-        return Err(format!("cargo build --release -p fluxgate-reconciler: {status}").into());
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
-    Ok(target.join("release").join("fluxgate-reconciler"))
+    Ok(tokio::task::spawn_blocking(|| fluxgate_e2e::runner::build_reconciler(true)).await??)
 }
 
 // ---------------------------------------------------------------------------
