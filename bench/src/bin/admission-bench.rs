@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p fluxgate-bench --bin admission-bench
-//! cargo run --release -p fluxgate-bench --bin admission-bench -- --count 1000 --concurrency 1,8 --namespaces 10 --warmup 100
+//! cargo run --release -p fluxgate-bench --bin admission-bench -- --count 1000 --concurrency 1,8 --rounds 3 --namespaces 10 --warmup 50
 //! ```
 //!
 //! 1. Starts etcd + kube-apiserver + kube-controller-manager with the test
@@ -13,24 +13,27 @@
 //!    `https://git.corp.example/{namespace}/*`, target namespaces
 //!    `{namespace}` and `{namespace}-*`, clusters `prod-eu` and `staging`,
 //!    intervals from 1m to 24h.
-//! 2. Three configurations, in this order: **none** (nothing admits
-//!    FluxConfigs beyond the built-in plugins), **webhook** (the fluxgate
-//!    webhook, in this process on its own runtime, registered with
-//!    `failurePolicy: Fail` by `stack::start_webhook`, which waits until the
-//!    API server enforces it; deregistered and stopped afterwards), **VAP**
-//!    (a ValidatingAdmissionPolicy and its binding expressing the same
-//!    checks for that PlatformDefaults in CEL; deleted afterwards). Each
-//!    switch is confirmed with a dry-run create of a FluxConfig with a
-//!    foreign repository: denied while admission is on, allowed once off.
-//! 3. Per configuration and per `--concurrency` value, one phase: fresh
+//! 2. Three configurations: **none** (nothing admits FluxConfigs beyond the
+//!    built-in plugins), **webhook** (the fluxgate webhook, in this process
+//!    on its own runtime, registered with `failurePolicy: Fail` by
+//!    `stack::start_webhook`, which waits until the API server enforces it;
+//!    deregistered and stopped afterwards), **VAP** (a
+//!    ValidatingAdmissionPolicy and its binding expressing the same checks
+//!    for that PlatformDefaults in CEL; deleted afterwards). Each switch is
+//!    confirmed with a dry-run create of a FluxConfig with a foreign
+//!    repository: denied while admission is on, allowed once off. The run
+//!    is `--rounds` rounds; each runs all three, round r starting with the
+//!    r-th, so that a drift in the shared machine's load does not fall on
+//!    one configuration. The figures add the rounds up.
+//! 3. Per round, configuration and `--concurrency` value, one phase: fresh
 //!    namespaces (`--namespaces`, labelled so the PlatformDefaults and the
 //!    policy binding select them), a dry run per namespace until it is
 //!    admitted (the webhook has seen the namespace), `--warmup` creates not
-//!    counted, then `--count` creates of valid FluxConfigs spread over the
-//!    namespaces, the phase's concurrency in flight. Latency is the create
-//!    call's round trip from this process; throughput is creates over the
-//!    phase's wall time. The namespaces are deleted, and gone, before the
-//!    next phase.
+//!    counted, then `--count / --rounds` creates of valid FluxConfigs
+//!    spread over the namespaces, the phase's concurrency in flight.
+//!    Latency is the create call's round trip from this process; throughput
+//!    is creates over the phases' wall time. The namespaces are deleted,
+//!    and gone, before the next phase.
 //! 4. Per phase, means from the API server's own metrics (its whole
 //!    validating admission step for CREATE, and the
 //!    ValidatingAdmissionWebhook or ValidatingAdmissionPolicy plugin within
@@ -91,7 +94,8 @@ const MANAGER: &str = "fluxgate-bench";
     about = "FluxConfig creates through kube-apiserver: no admission, the fluxgate webhook, a ValidatingAdmissionPolicy"
 )]
 struct Args {
-    /// FluxConfigs created (and timed) per phase.
+    /// FluxConfigs created (and timed) per configuration and concurrency,
+    /// over all rounds.
     #[arg(long, default_value_t = 1000)]
     count: usize,
     /// Creates in flight at once; one phase per value and configuration.
@@ -101,8 +105,13 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     namespaces: usize,
     /// Creates before each phase's measurement, not counted.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     warmup: usize,
+    /// Rounds: each runs every configuration (in a rotated order) with
+    /// `count / rounds` creates, so a drift in the machine's load is
+    /// shared between them; the figures add the rounds up.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Give up waiting for any one step after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_seconds: u64,
@@ -361,34 +370,65 @@ fn histogram(metrics: &str, name: &str, filters: &[&str]) -> (f64, f64) {
     (sum, count)
 }
 
-/// What the API server's metrics say about one phase: mean µs and count.
+/// A histogram's sum (seconds) and count over a phase: a mean once phases
+/// are added up.
 #[derive(Debug, Default, Clone, Copy)]
 struct Mean {
-    micros: f64,
+    sum: f64,
     count: f64,
 }
 
-fn mean_between(before: &str, after: &str, name: &str, filters: &[&str]) -> Mean {
-    let (s0, c0) = histogram(before, name, filters);
-    let (s1, c1) = histogram(after, name, filters);
-    let count = c1 - c0;
-    Mean {
-        micros: if count > 0.0 {
-            (s1 - s0) * 1e6 / count
+impl Mean {
+    fn between(before: &str, after: &str, name: &str, filters: &[&str]) -> Self {
+        let (s0, c0) = histogram(before, name, filters);
+        let (s1, c1) = histogram(after, name, filters);
+        Mean {
+            sum: s1 - s0,
+            count: c1 - c0,
+        }
+    }
+
+    fn add(&mut self, other: Mean) {
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
+    /// The mean in µs; `-` without observations.
+    fn micros(&self) -> String {
+        if self.count > 0.0 {
+            format!("{:.0}", self.sum * 1e6 / self.count)
         } else {
-            f64::NAN
-        },
-        count,
+            "-".to_owned()
+        }
     }
 }
 
-/// CPU seconds so far of the processes and threads a phase is charged to.
+/// CPU seconds of the processes and threads a phase is charged to.
 #[derive(Debug, Default, Clone, Copy)]
 struct Cpu {
     apiserver: f64,
     etcd: f64,
     webhook: f64,
-    process: f64,
+    /// This process without the webhook's threads: the client.
+    client: f64,
+}
+
+impl Cpu {
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            apiserver: self.apiserver - before.apiserver,
+            etcd: self.etcd - before.etcd,
+            webhook: self.webhook - before.webhook,
+            client: (self.client - before.client) - (self.webhook - before.webhook),
+        }
+    }
+
+    fn add(&mut self, other: Cpu) {
+        self.apiserver += other.apiserver;
+        self.etcd += other.etcd;
+        self.webhook += other.webhook;
+        self.client += other.client;
+    }
 }
 
 #[derive(Debug)]
@@ -399,6 +439,7 @@ struct Pids {
 }
 
 impl Pids {
+    /// CPU seconds so far; `client` is the whole of this process here.
     fn cpu(&self, webhook_threads: &BTreeSet<String>) -> Cpu {
         let of = |pid: &Option<String>| {
             pid.as_deref()
@@ -412,7 +453,7 @@ impl Pids {
                 .map(|tid| cpu_seconds(&format!("self/task/{tid}"), self.ticks))
                 .filter(|s| s.is_finite())
                 .sum(),
-            process: cpu_seconds("self", self.ticks),
+            client: cpu_seconds("self", self.ticks),
         }
     }
 }
@@ -453,6 +494,8 @@ fn threads() -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// One configuration at one concurrency: one round's phase, or all rounds'
+/// added up.
 #[derive(Debug)]
 struct Phase {
     admission: Admission,
@@ -464,16 +507,37 @@ struct Phase {
     validate_step: Mean,
     /// The admission plugin of the configuration: ValidatingAdmissionWebhook
     /// or ValidatingAdmissionPolicy.
-    check: Mean,
+    plugin: Mean,
     /// The webhook's own request handling, body read to response
     /// (`fluxgate_webhook_request_duration_seconds`).
     in_webhook: Mean,
-    /// CPU ms per create: kube-apiserver, etcd, webhook threads, the rest
-    /// of this process.
-    cpu_ms: Cpu,
+    cpu: Cpu,
 }
 
 impl Phase {
+    fn empty(admission: Admission, concurrency: usize) -> Self {
+        Phase {
+            admission,
+            concurrency,
+            latencies: Vec::new(),
+            wall: Duration::ZERO,
+            validate_step: Mean::default(),
+            plugin: Mean::default(),
+            in_webhook: Mean::default(),
+            cpu: Cpu::default(),
+        }
+    }
+
+    fn add(&mut self, other: &Phase) {
+        self.latencies.extend_from_slice(&other.latencies);
+        self.latencies.sort();
+        self.wall += other.wall;
+        self.validate_step.add(other.validate_step);
+        self.plugin.add(other.plugin);
+        self.in_webhook.add(other.in_webhook);
+        self.cpu.add(other.cpu);
+    }
+
     fn throughput(&self) -> f64 {
         self.latencies.len() as f64 / self.wall.as_secs_f64().max(f64::EPSILON)
     }
@@ -485,6 +549,11 @@ impl Phase {
     fn p99(&self) -> Duration {
         percentile(&self.latencies, 99.0)
     }
+
+    /// CPU ms per create.
+    fn per_create(&self, seconds: f64) -> f64 {
+        seconds * 1000.0 / self.latencies.len().max(1) as f64
+    }
 }
 
 struct Ctx<'a> {
@@ -493,6 +562,8 @@ struct Ctx<'a> {
     args: &'a Args,
     pids: Pids,
     timeout: Duration,
+    /// Creates timed per phase and round.
+    per_round: usize,
 }
 
 /// Creates `fcs` (namespace, name) with `concurrency` in flight; the round
@@ -522,6 +593,7 @@ async fn phase(
     ctx: &Ctx<'_>,
     admission: Admission,
     concurrency: usize,
+    round: usize,
     webhook: &WebhookSide,
 ) -> Result<Phase, BoxError> {
     let Ctx {
@@ -530,8 +602,9 @@ async fn phase(
         args,
         pids,
         timeout,
+        per_round,
     } = ctx;
-    let slug = format!("adm-{}-c{concurrency}", admission.slug());
+    let slug = format!("adm-r{round}-{}-c{concurrency}", admission.slug());
     let namespaces: Vec<String> = (0..args.namespaces.max(1))
         .map(|i| format!("{slug}-{i}"))
         .collect();
@@ -567,21 +640,15 @@ async fn phase(
     let webhook_before = webhook_metrics(webhook.admin).await;
     let cpu_before = pids.cpu(&webhook.threads);
     let started = Instant::now();
-    let mut latencies = create_all(admin, spread("app", args.count), concurrency).await?;
+    let mut latencies = create_all(admin, spread("app", *per_round), concurrency).await?;
     let wall = started.elapsed();
-    let cpu_after = pids.cpu(&webhook.threads);
+    let cpu = pids.cpu(&webhook.threads).since(&cpu_before);
     let metrics_after = apiserver_metrics(cp).await;
     let webhook_after = webhook_metrics(webhook.admin).await;
     latencies.sort();
 
-    let validate_step = mean_between(
-        &metrics_before,
-        &metrics_after,
-        "apiserver_admission_step_admission_duration_seconds",
-        &[r#"operation="CREATE""#, r#"type="validate""#],
-    );
     let plugin = |name: &str| {
-        mean_between(
+        Mean::between(
             &metrics_before,
             &metrics_after,
             "apiserver_admission_controller_admission_duration_seconds",
@@ -592,24 +659,29 @@ async fn phase(
             ],
         )
     };
-    let check = match admission {
-        Admission::None => Mean::default(),
-        Admission::Webhook => plugin("ValidatingAdmissionWebhook"),
-        Admission::Policy => plugin("ValidatingAdmissionPolicy"),
-    };
-    let in_webhook = mean_between(
-        &webhook_before,
-        &webhook_after,
-        "fluxgate_webhook_request_duration_seconds",
-        &[r#"kind="FluxConfig""#],
-    );
-    let per_create = |a: f64, b: f64| (b - a) * 1000.0 / args.count.max(1) as f64;
-    let webhook_ms = per_create(cpu_before.webhook, cpu_after.webhook);
-    let cpu_ms = Cpu {
-        apiserver: per_create(cpu_before.apiserver, cpu_after.apiserver),
-        etcd: per_create(cpu_before.etcd, cpu_after.etcd),
-        webhook: webhook_ms,
-        process: per_create(cpu_before.process, cpu_after.process) - webhook_ms,
+    let result = Phase {
+        admission,
+        concurrency,
+        latencies,
+        wall,
+        validate_step: Mean::between(
+            &metrics_before,
+            &metrics_after,
+            "apiserver_admission_step_admission_duration_seconds",
+            &[r#"operation="CREATE""#, r#"type="validate""#],
+        ),
+        plugin: match admission {
+            Admission::None => Mean::default(),
+            Admission::Webhook => plugin("ValidatingAdmissionWebhook"),
+            Admission::Policy => plugin("ValidatingAdmissionPolicy"),
+        },
+        in_webhook: Mean::between(
+            &webhook_before,
+            &webhook_after,
+            "fluxgate_webhook_request_duration_seconds",
+            &[r#"kind="FluxConfig""#],
+        ),
+        cpu,
     };
 
     // Gone before the next phase, so its deletions do not overlap it.
@@ -640,27 +712,15 @@ async fn phase(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-
-    let result = Phase {
-        admission,
-        concurrency,
-        latencies,
-        wall,
-        validate_step,
-        check,
-        in_webhook,
-        cpu_ms,
-    };
-    println!("{}", row(&result));
     Ok(result)
 }
 
 // ---------------------------------------------------------------------------
 // Report.
 
-fn header() -> String {
+fn header(first: &str) -> String {
     format!(
-        "{:<8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10}   {:>9} {:>6} {:>8} {:>7}",
+        "{first:<5} {:<8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10}   {:>9} {:>6} {:>8} {:>7}",
         "admission",
         "flight",
         "median ms",
@@ -677,29 +737,22 @@ fn header() -> String {
     )
 }
 
-fn row(p: &Phase) -> String {
-    let mean = |m: Mean| {
-        if p.admission == Admission::None || m.count <= 0.0 {
-            "-".to_owned()
-        } else {
-            format!("{:.0}", m.micros)
-        }
-    };
+fn row(first: &str, p: &Phase) -> String {
     format!(
-        "{:<9} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.0} {:>11.0} {:>9} {:>10}   {:>9.2} {:>6.2} {:>8.2} {:>7.2}",
+        "{first:<5} {:<9} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.0} {:>11} {:>9} {:>10}   {:>9.2} {:>6.2} {:>8.2} {:>7.2}",
         p.admission.name(),
         p.concurrency,
         ms(p.median()),
         ms(p.p99()),
         ms(p.latencies.last().copied().unwrap_or_default()),
         p.throughput(),
-        p.validate_step.micros,
-        mean(p.check),
-        mean(p.in_webhook),
-        p.cpu_ms.apiserver,
-        p.cpu_ms.etcd,
-        p.cpu_ms.webhook,
-        p.cpu_ms.process,
+        p.validate_step.micros(),
+        p.plugin.micros(),
+        p.in_webhook.micros(),
+        p.per_create(p.cpu.apiserver),
+        p.per_create(p.cpu.etcd),
+        p.per_create(p.cpu.webhook),
+        p.per_create(p.cpu.client),
     )
 }
 
@@ -726,9 +779,75 @@ fn ratios(phases: &[Phase], concurrency: usize) {
             ratio(a.median(), b.median()),
             ratio(a.p99(), b.p99()),
             a.throughput() / b.throughput().max(f64::EPSILON),
-            a.cpu_ms.apiserver / b.cpu_ms.apiserver.max(f64::EPSILON),
+            a.cpu.apiserver / b.cpu.apiserver.max(f64::EPSILON),
         );
     }
+}
+
+/// Turns `admission` on, runs its phases, turns it off again.
+async fn configuration(
+    ctx: &Ctx<'_>,
+    admission: Admission,
+    round: usize,
+) -> Result<Vec<Phase>, BoxError> {
+    let admin = &ctx.admin;
+    let mut phases = Vec::new();
+    match admission {
+        Admission::None => {
+            wait_enforced(admin, false, ctx.timeout).await?;
+            for &c in &ctx.args.concurrency {
+                phases.push(phase(ctx, admission, c, round, &WebhookSide::default()).await?);
+            }
+        }
+        Admission::Webhook => {
+            // A fresh webhook each round, stopped in between: a running one
+            // keeps watching FluxConfigs, and its work would be charged to
+            // the other configurations.
+            let before = threads();
+            let webhook = stack::start_webhook(ctx.cp).await?;
+            let side = WebhookSide {
+                threads: threads().difference(&before).cloned().collect(),
+                admin: Some(webhook.admin),
+            };
+            for &c in &ctx.args.concurrency {
+                phases.push(phase(ctx, admission, c, round, &side).await?);
+            }
+            Api::<ValidatingWebhookConfiguration>::all(admin.clone())
+                .delete(WEBHOOK_CONFIGURATION, &DeleteParams::default())
+                .await?;
+            tokio::task::spawn_blocking(move || drop(webhook)).await?;
+            wait_enforced(admin, false, ctx.timeout).await?;
+        }
+        Admission::Policy => {
+            apply::<ValidatingAdmissionPolicy>(admin, &policy()).await?;
+            apply::<ValidatingAdmissionPolicyBinding>(admin, &binding()).await?;
+            wait_enforced(admin, true, ctx.timeout).await?;
+            let warnings = Api::<ValidatingAdmissionPolicy>::all(admin.clone())
+                .get(POLICY)
+                .await?
+                .status
+                .and_then(|s| s.type_checking)
+                .and_then(|t| t.expression_warnings)
+                .unwrap_or_default();
+            for warning in warnings {
+                println!(
+                    "policy type-check warning: {}: {}",
+                    warning.field_ref, warning.warning
+                );
+            }
+            for &c in &ctx.args.concurrency {
+                phases.push(phase(ctx, admission, c, round, &WebhookSide::default()).await?);
+            }
+            Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
+                .delete(POLICY, &DeleteParams::default())
+                .await?;
+            Api::<ValidatingAdmissionPolicy>::all(admin.clone())
+                .delete(POLICY, &DeleteParams::default())
+                .await?;
+            wait_enforced(admin, false, ctx.timeout).await?;
+        }
+    }
+    Ok(phases)
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
@@ -742,6 +861,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .with_writer(std::io::stderr)
         .try_init();
     let command: Vec<String> = std::env::args().collect();
+    let rounds = args.rounds.max(1);
+    let per_round = args.count.div_ceil(rounds);
     println!(
         "# fluxgate admission through the API server: none, webhook, ValidatingAdmissionPolicy"
     );
@@ -758,8 +879,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
     println!("load:       {} (1/5/15 min, at start)", load_average());
     println!("toolchain:  {}", rustc_version());
     println!(
-        "settings:   {} creates per phase after {} warm-up creates, in flight {:?}, {} namespaces per phase",
-        args.count, args.warmup, args.concurrency, args.namespaces
+        "settings:   {} creates per configuration and concurrency ({rounds} rounds of {per_round}, each after {} warm-up creates), in flight {:?}, {} namespaces per phase",
+        per_round * rounds,
+        args.warmup,
+        args.concurrency,
+        args.namespaces
     );
 
     let cp: &'static ControlPlane = tokio::task::spawn_blocking(testenv::shared).await??;
@@ -772,7 +896,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     );
     let admin = cp.client()?;
     // The CRDs only: the full install would register the chart's webhook
-    // configuration, which must stay off in the first phase.
+    // configuration, which must stay off outside the webhook phases.
     testenv::install_crds(&admin, fluxgate_crds::all_crds()).await?;
     let pd: fluxgate_crds::PlatformDefaults = serde_json::from_value(defaults())?;
     Api::<fluxgate_crds::PlatformDefaults>::all(admin.clone())
@@ -796,6 +920,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             ticks: clock_ticks(),
         },
         timeout: Duration::from_secs(args.timeout_seconds),
+        per_round,
     };
     println!(
         "processes:  kube-apiserver pid {}, etcd pid {}",
@@ -806,69 +931,41 @@ async fn run(args: Args) -> Result<(), BoxError> {
     println!(
         "Means from the API server's metrics: validate = its whole validating admission step for CREATE, plugin = the ValidatingAdmissionWebhook or ValidatingAdmissionPolicy plugin; in hook = the webhook's own handling (its metrics). CPU columns: ms per create."
     );
-    println!("{}", header());
+    println!("{}", header("round"));
 
-    let mut phases = Vec::new();
-    let no_webhook = WebhookSide::default();
-    for admission in [Admission::None, Admission::Webhook, Admission::Policy] {
-        match admission {
-            Admission::None => {
-                wait_enforced(&admin, false, ctx.timeout).await?;
-                for &c in &args.concurrency {
-                    phases.push(phase(&ctx, admission, c, &no_webhook).await?);
+    // Round r starts with configuration r (mod 3), so none of them is
+    // always first, or always right after another, on a machine whose load
+    // drifts.
+    let order = [Admission::None, Admission::Webhook, Admission::Policy];
+    let mut totals: Vec<Phase> = order
+        .iter()
+        .flat_map(|&a| args.concurrency.iter().map(move |&c| Phase::empty(a, c)))
+        .collect();
+    for round in 0..rounds {
+        for k in 0..order.len() {
+            let admission = order[(round + k) % order.len()];
+            for result in configuration(&ctx, admission, round).await? {
+                println!("{}", row(&round.to_string(), &result));
+                if let Some(total) = totals
+                    .iter_mut()
+                    .find(|t| t.admission == admission && t.concurrency == result.concurrency)
+                {
+                    total.add(&result);
                 }
-            }
-            Admission::Webhook => {
-                let before = threads();
-                let webhook = stack::start_webhook(cp).await?;
-                let side = WebhookSide {
-                    threads: threads().difference(&before).cloned().collect(),
-                    admin: Some(webhook.admin),
-                };
-                for &c in &args.concurrency {
-                    phases.push(phase(&ctx, admission, c, &side).await?);
-                }
-                Api::<ValidatingWebhookConfiguration>::all(admin.clone())
-                    .delete(WEBHOOK_CONFIGURATION, &DeleteParams::default())
-                    .await?;
-                tokio::task::spawn_blocking(move || drop(webhook)).await?;
-                wait_enforced(&admin, false, ctx.timeout).await?;
-            }
-            Admission::Policy => {
-                apply::<ValidatingAdmissionPolicy>(&admin, &policy()).await?;
-                apply::<ValidatingAdmissionPolicyBinding>(&admin, &binding()).await?;
-                wait_enforced(&admin, true, ctx.timeout).await?;
-                let status = Api::<ValidatingAdmissionPolicy>::all(admin.clone())
-                    .get(POLICY)
-                    .await?
-                    .status
-                    .and_then(|s| s.type_checking)
-                    .and_then(|t| t.expression_warnings)
-                    .unwrap_or_default();
-                for warning in status {
-                    println!(
-                        "policy type-check warning: {}: {}",
-                        warning.field_ref, warning.warning
-                    );
-                }
-                for &c in &args.concurrency {
-                    phases.push(phase(&ctx, admission, c, &no_webhook).await?);
-                }
-                Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
-                    .delete(POLICY, &DeleteParams::default())
-                    .await?;
-                Api::<ValidatingAdmissionPolicy>::all(admin.clone())
-                    .delete(POLICY, &DeleteParams::default())
-                    .await?;
-                wait_enforced(&admin, false, ctx.timeout).await?;
             }
         }
     }
 
     println!();
+    println!("## all rounds");
+    println!("{}", header(""));
+    for total in &totals {
+        println!("{}", row("", total));
+    }
+    println!();
     println!("## ratios (same run)");
     for &c in &args.concurrency {
-        ratios(&phases, c);
+        ratios(&totals, c);
     }
     println!();
     println!("load:       {} (1/5/15 min, at the end)", load_average());
