@@ -335,6 +335,8 @@ pub async fn run(
         .watches_stream(pd_stream, pd_mapper)
         .watches_stream(ns_stream, ns_mapper)
         .watches_stream(secret_stream, secret_mapper)
+        // Each watch above backs off on its own; see `NoSharedBackoff`.
+        .trigger_backoff(NoSharedBackoff)
         .graceful_shutdown_on(shutdown)
         .run(
             move |fc, ctx| {
@@ -403,6 +405,31 @@ pub async fn run(
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// The backoff of the controller's merged trigger stream: none.
+///
+/// kube's `Controller` puts one backoff around all its watches together, so
+/// an error from any of them pauses every watch, for longer after each error
+/// (0.8 s doubling to 30 s) until one of them delivers an event. After an API
+/// server outage each of the ten watches fails in turn (connection refused,
+/// then `410 Expired` on resuming), and the FluxConfig watch sat behind those
+/// pauses: new FluxConfigs went unseen for minutes. Every watch here already
+/// has its own backoff (`default_backoff`), so errors are delayed once, for
+/// the watch that failed, and pass through the merged stream undelayed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSharedBackoff;
+
+impl Iterator for NoSharedBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoSharedBackoff {
+    fn reset(&mut self) {}
 }
 
 /// What `run` needs besides the client.
@@ -549,4 +576,31 @@ fn error_policy(
 /// The object reference of a FluxConfig, for events.
 pub fn object_ref(fc: &FluxConfig) -> k8s_openapi::api::core::v1::ObjectReference {
     fc.object_ref(&())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream;
+    use kube::runtime::utils::StreamBackoff;
+    use kube::runtime::watcher::DefaultBackoff;
+
+    /// Two watches merged like the controller's triggers: one failing three
+    /// times, one with an event; how long until the merged stream ended.
+    async fn merged_takes(backoff: impl kube::runtime::utils::Backoff + 'static) -> Duration {
+        let failing = stream::iter(["refused", "refused", "410 Expired"].map(Err::<u32, _>));
+        let healthy = stream::iter([Ok::<u32, &str>(1)]);
+        let merged = stream::select_all([failing.boxed(), healthy.boxed()]);
+        let started = tokio::time::Instant::now();
+        let items: Vec<_> = StreamBackoff::new(merged, backoff).collect().await;
+        assert_eq!(items.len(), 4);
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_in_one_watch_does_not_pause_the_others() {
+        assert_eq!(merged_takes(NoSharedBackoff).await, Duration::ZERO);
+        // What kube's Controller does by default: each error pauses all.
+        assert!(merged_takes(DefaultBackoff::default()).await >= Duration::from_millis(800));
+    }
 }

@@ -7,7 +7,14 @@
 //!   the platform namespace), or a FluxConfig of the namespace cannot be
 //!   read. Retried after a fixed, calm interval.
 //! - **transient**: the API server or network failed. Retried with
-//!   exponential backoff and jitter.
+//!   exponential backoff and jitter. This includes the refusals of an API
+//!   server that has just (re)started: until its informers have synced it
+//!   answers 403 (its RBAC authorizer sees no bindings yet; seen in
+//!   `tests/tests/reliability_control_plane.rs`), and 401 or 404 can come the
+//!   same way (token lookups, custom resources not served yet). Nothing the
+//!   operator watches changes when that passes, or when an administrator
+//!   repairs the operator's RBAC, so waiting for a change would leave the
+//!   FluxConfig stuck; the backoff (capped at 5 min) retries both cases.
 //! - **stale**: adding or removing the finalizer was refused because the
 //!   stored object no longer matches the cached one (the JSON patch's `test`
 //!   failed, or a conflict): the watch event that brings the newer version
@@ -100,10 +107,14 @@ impl Error {
             }
             Error::MissingCredentials { .. } | Error::Held { .. } => Class::Waiting,
             Error::Kube { source, .. } => match source {
-                // 4xx other than conflicts and throttling will not fix
-                // themselves: an invalid object or a forbidden write.
+                // A request the API server rejects as such (an invalid
+                // object, 400/422) will not pass by retrying. Refusals that
+                // pass without any change the operator could watch (401,
+                // 403, 404: see the module docs), timeouts, conflicts and
+                // throttling are retried.
                 kube::Error::Api(status)
-                    if (400..500).contains(&status.code) && ![409, 429].contains(&status.code) =>
+                    if (400..500).contains(&status.code)
+                        && ![401, 403, 404, 408, 409, 429].contains(&status.code) =>
                 {
                     Class::Terminal
                 }
@@ -226,9 +237,15 @@ mod tests {
             )
         };
         assert_eq!(api(422).class(), Class::Terminal);
-        assert_eq!(api(403).class(), Class::Terminal);
+        assert_eq!(api(400).class(), Class::Terminal);
         assert_eq!(api(409).class(), Class::Transient);
         assert_eq!(api(500).class(), Class::Transient);
+        // An API server that has just started refuses until its informers
+        // sync; a repaired RBAC comes without any event: retried, never
+        // left waiting for a change.
+        for code in [401, 403, 404] {
+            assert_eq!(api(code).class(), Class::Transient, "{code}");
+        }
         let finalizer = |code| {
             Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(
                 kube::Error::Api(Box::new(kube::core::Status {
