@@ -9,6 +9,7 @@
 pub mod gitserver;
 pub mod helm;
 pub mod journey;
+pub mod onboarding;
 pub mod runner;
 pub mod stack;
 pub mod testenv;

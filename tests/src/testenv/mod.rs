@@ -9,6 +9,10 @@
 //! Tests share one control plane per test binary through [`shared`] and
 //! isolate themselves with [`with_temp_ns`]. Starting takes seconds, so a test
 //! binary should hold many tests rather than one.
+//!
+//! Fault tests stop one component and start it again on the same ports,
+//! certificates and data with [`ControlPlane::stop_component`] and
+//! [`ControlPlane::start_component`] (or [`ControlPlane::restart_with_outage`]).
 
 mod crds;
 mod namespace;
@@ -34,6 +38,7 @@ use kube::config::{
 pub use crds::{FIELD_MANAGER, deploy_crds_dir, install_crds, load_crds};
 pub use namespace::{TEST_LABEL, with_temp_ns};
 pub use pki::{CertificateAuthority, IssuedCert};
+pub use process::StopMode;
 pub use service::{SLICE_MANAGER, routable_ip, route_service};
 
 use pki::ServiceAccountKey;
@@ -183,6 +188,12 @@ pub enum Error {
     },
     #[error("the shared control plane failed to start")]
     Shared(#[source] Arc<Error>),
+    #[error(
+        "the control plane has no component {name}; it has etcd, kube-apiserver and kube-controller-manager"
+    )]
+    UnknownComponent { name: String },
+    #[error("{component} is still running; stop it before starting it again")]
+    StillRunning { component: String },
 }
 
 /// A running etcd + kube-apiserver + kube-controller-manager.
@@ -446,14 +457,14 @@ impl ControlPlane {
     }
 
     /// Polls `probe` until it passes, failing early when a component exits.
-    fn wait_for(&mut self, probe: Probe) -> Result<(), Error> {
+    fn wait_for(&self, probe: Probe) -> Result<(), Error> {
         enum Outcome {
             Ready,
             Exited(String, ExitStatus),
             TimedOut,
         }
         let config = self.config(self.admin_auth_info())?;
-        let components = &mut self.components;
+        let components = &self.components;
         // The caller may be inside a runtime (an async test calling
         // `shared()`), where `block_on` would panic: poll from a thread
         // with its own runtime instead.
@@ -467,7 +478,7 @@ impl ControlPlane {
                     let client = kube::Client::try_from(config).map_err(Error::Client)?;
                     let deadline = Instant::now() + READY_TIMEOUT;
                     loop {
-                        for component in components.iter_mut() {
+                        for component in components {
                             if let Some(status) = component.exited() {
                                 return Ok(Outcome::Exited(component.name.clone(), status));
                             }
@@ -600,6 +611,67 @@ impl ControlPlane {
     /// to the `default` ServiceAccount existing.
     pub fn startup_time(&self) -> Duration {
         self.startup_time
+    }
+
+    /// The component named `name` (`etcd`, `kube-apiserver`,
+    /// `kube-controller-manager`).
+    fn component(&self, name: &str) -> Result<&Component, Error> {
+        self.components
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::UnknownComponent {
+                name: name.to_owned(),
+            })
+    }
+
+    /// Stops one component now (`etcd`, `kube-apiserver` or
+    /// `kube-controller-manager`), leaving the others running, and waits
+    /// until it has exited: with [`StopMode::Graceful`] SIGTERM (SIGKILL
+    /// after a grace period), with [`StopMode::Kill`] SIGKILL at once.
+    ///
+    /// For fault tests; [`ControlPlane::start_component`] starts it again
+    /// with the same ports, certificates and data. Blocking (up to the grace
+    /// period): call it from `spawn_blocking` in an async test. Stopping a
+    /// component that has exited already does nothing.
+    pub fn stop_component(&self, name: &str, mode: StopMode) -> Result<(), Error> {
+        let component = self.component(name)?;
+        let status = component.stop_now(mode);
+        tracing::info!(component = name, ?mode, ?status, "stopped a component");
+        Ok(())
+    }
+
+    /// Starts a component stopped by [`ControlPlane::stop_component`] again,
+    /// with its original command line (same ports, certificates, etcd data
+    /// directory; its log is appended to), and waits until kube-apiserver's
+    /// `/readyz` passes again (which covers etcd). Returns how long that
+    /// took from the start of the component.
+    ///
+    /// Blocking; it does not nest runtimes, so it may be called from inside
+    /// an async test, but it blocks that thread: prefer `spawn_blocking`.
+    pub fn start_component(&self, name: &str) -> Result<Duration, Error> {
+        let component = self.component(name)?;
+        let started = Instant::now();
+        component.restart()?;
+        self.wait_for(Probe::Readyz)?;
+        let ready = started.elapsed();
+        tracing::info!(component = name, ready = ?ready, "started a component again");
+        Ok(ready)
+    }
+
+    /// Stops `name` ([`StopMode::Graceful`]), keeps it down for `outage`,
+    /// then starts it again and waits for `/readyz`
+    /// (see [`ControlPlane::stop_component`] and
+    /// [`ControlPlane::start_component`]). Returns how long the control
+    /// plane took to be ready once the component was started again.
+    pub fn restart_with_outage(&self, name: &str, outage: Duration) -> Result<Duration, Error> {
+        self.stop_component(name, StopMode::Graceful)?;
+        std::thread::sleep(outage);
+        self.start_component(name)
+    }
+
+    /// Whether component `name` is running (it has not exited).
+    pub fn is_running(&self, name: &str) -> Result<bool, Error> {
+        Ok(self.component(name)?.exited().is_none())
     }
 
     /// The last `lines` lines of each component's log, with headers.
