@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use axum::Router;
@@ -96,6 +96,11 @@ impl AppState {
         &self.metrics
     }
 }
+
+/// How long a review of a FluxConfig waits for its namespace to reach the
+/// snapshot (see [`Snapshot::knows_namespace`]); the API server's timeout
+/// is at most 5 s in the chart.
+pub const NAMESPACE_WAIT: Duration = Duration::from_secs(2);
 
 /// The admission routes: `POST /validate`.
 pub fn router(state: AppState) -> Router {
@@ -237,6 +242,27 @@ async fn handle(state: &AppState, request: Request) -> (Response, Observed) {
                 outcome: Outcome::Error,
             },
         );
+    };
+
+    // A FluxConfig in a namespace the watch has not delivered yet (created
+    // together with it, as a platform repository onboarding a team does):
+    // wait a moment for the snapshot to catch up rather than judge it
+    // without its labels. Bounded well inside the API server's timeout.
+    let snapshot = if kind == "FluxConfig"
+        && let Some(namespace) = request.namespace.clone().filter(|ns| !ns.is_empty())
+        && !snapshot.knows_namespace(&namespace)
+    {
+        let deadline = tokio::time::Instant::now() + NAMESPACE_WAIT;
+        let mut latest = snapshot;
+        while !latest.knows_namespace(&namespace) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(newer) = state.snapshot() {
+                latest = newer;
+            }
+        }
+        latest
+    } else {
+        snapshot
     };
 
     let response = if kind == "PlatformDefaults" {

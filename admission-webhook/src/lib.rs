@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use fluxgate_platform_defaults::PlatformSettings;
 
-pub use http::{AppState, DEFAULT_MAX_BODY_BYTES, admin_router, router};
+pub use http::{AppState, DEFAULT_MAX_BODY_BYTES, NAMESPACE_WAIT, admin_router, router};
 pub use metrics::{Metrics, Outcome};
 pub use review::{MAX_NAMED_IN_WARNINGS, review};
 pub use server::{CERT_POLL_INTERVAL, DRAIN_TIMEOUT, Webhook, shutdown_signal};

@@ -216,6 +216,22 @@ fn review_flux_config(
     };
     fc.metadata.name = Some(name.clone());
 
+    // The API server admits objects only into existing namespaces, so an
+    // unknown one is a namespace created an instant ago that the watch has
+    // not delivered yet (the HTTP layer waits a moment for it first). Its
+    // labels are unknown: judging it as unlabelled would deny with a
+    // misleading "no PlatformDefaults selects" message, so say what it is.
+    if !snapshot.knows_namespace(&namespace) {
+        return Decision::Deny {
+            code: 503,
+            reason: "ServiceUnavailable",
+            message: format!(
+                "{label}: namespace {namespace} is not in the fluxgate webhook's cache yet \
+                 (created a moment ago?); retry the request"
+            ),
+            warnings: Vec::new(),
+        };
+    }
     let labels = snapshot.namespace_labels(&namespace);
     let layers = snapshot.platform().layers_for(&namespace, labels);
     let facts = NamespaceFacts {

@@ -81,6 +81,13 @@ impl Snapshot {
         self.namespaces.get(namespace).unwrap_or(&EMPTY)
     }
 
+    /// Whether the namespaces watch has seen `namespace` (every namespace
+    /// has at least the `kubernetes.io/metadata.name` label, so a known one
+    /// always has an entry).
+    pub fn knows_namespace(&self, namespace: &str) -> bool {
+        self.namespaces.contains_key(namespace)
+    }
+
     /// How many FluxConfigs namespace `namespace` holds, not counting one
     /// named `except` (the object under review).
     pub fn count_flux_configs_except(&self, namespace: &str, except: &str) -> usize {

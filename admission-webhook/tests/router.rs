@@ -527,3 +527,46 @@ fn the_snapshot_fixture_is_valid() {
     assert!(platform.rejected().is_empty(), "{:?}", platform.rejected());
     assert_eq!(snapshot().flux_config_count(), 4);
 }
+
+/// The fixture snapshot without namespace `team-a`: what the webhook sees
+/// when a FluxConfig arrives an instant after its namespace was created.
+fn snapshot_without_team_a() -> Snapshot {
+    let mut f = snapshot_fixture();
+    f.namespaces.remove("team-a");
+    Snapshot::new(
+        PlatformSettings::default(),
+        f.platform_defaults,
+        f.namespaces,
+        f.flux_configs,
+    )
+}
+
+#[tokio::test]
+async fn a_flux_config_in_a_namespace_the_watch_has_not_delivered_waits_for_it() {
+    let state = AppState::from_snapshot(snapshot_without_team_a());
+    let publisher = state.clone();
+    let started = std::time::Instant::now();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        publisher.publish(std::sync::Arc::new(snapshot()));
+    });
+    let response = review_fixture_with(state, "fluxconfig-create-allowed.json").await;
+    assert!(response.allowed, "{response:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn a_namespace_that_never_arrives_is_a_retryable_denial_naming_it() {
+    let state = AppState::from_snapshot(snapshot_without_team_a());
+    let response = review_fixture_with(state, "fluxconfig-create-allowed.json").await;
+    assert!(!response.allowed);
+    assert_eq!(response.result.code, 503, "{response:?}");
+    assert!(
+        response
+            .result
+            .message
+            .contains("namespace team-a is not in the fluxgate webhook's cache yet"),
+        "{}",
+        response.result.message
+    );
+}
