@@ -41,10 +41,12 @@
 //! machine one slow step would end the sweep early. Each step has half a
 //! second of warm-up on fresh connections.
 //!
-//! Every line reports the server's CPU (cores busy and CPU µs per request)
-//! and the ratio fluxgate / baseline comes from the same run. Requests
-//! per server CPU-second (over the whole sweep) is the figure least
-//! sensitive to the client and to other load on the machine.
+//! Every line reports the server's CPU (cores busy and CPU µs per request),
+//! the sockets it holds and its VmRSS at the end of the measurement (a
+//! stall makes the open-loop client open more connections, and each costs
+//! the server TLS buffers); the ratio fluxgate / baseline comes from the
+//! same run. Requests per server CPU-second (over the whole sweep) is the
+//! figure least sensitive to the client and to other load on the machine.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -332,12 +334,29 @@ impl Server {
         memory(&self.pid)
     }
 
+    /// Sockets the server holds open (its listeners included): how many
+    /// connections the client's pool has opened to it.
+    fn sockets(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .map(|fds| {
+                fds.flatten()
+                    .filter(|fd| {
+                        std::fs::read_link(fd.path())
+                            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Runs `load`, adding the server's and this process's CPU time over it.
     async fn measure(&self, load: impl Future<Output = RunResult>) -> RunResult {
         let (server, client) = (self.cpu(), cpu_seconds("self", self.ticks));
         let mut result = load.await;
         result.server_cpu = self.cpu() - server;
         result.client_cpu = cpu_seconds("self", self.ticks) - client;
+        result.sockets = self.sockets();
+        result.rss = self.memory().0;
         result
     }
 }
@@ -604,6 +623,10 @@ struct RunResult {
     server_cpu: f64,
     /// This process's CPU seconds over the measurement (the client).
     client_cpu: f64,
+    /// Sockets the server held at the end.
+    sockets: usize,
+    /// The server's VmRSS at the end, MiB.
+    rss: f64,
 }
 
 impl RunResult {
@@ -627,7 +650,7 @@ impl RunResult {
 
     fn header(first: &str) -> String {
         format!(
-            "{first:>6}  {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}  {:>11} {:>10} {:>11}",
+            "{first:>6}  {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}  {:>11} {:>10} {:>11} {:>7} {:>7}",
             "server",
             "done/s",
             "p50 µs",
@@ -637,14 +660,16 @@ impl RunResult {
             "errors",
             "server cores",
             "CPU µs/req",
-            "client cores"
+            "client cores",
+            "sockets",
+            "RSS MiB"
         )
     }
 
     fn line(&self, first: &str, server: &str) -> String {
         let secs = self.elapsed.as_secs_f64().max(f64::EPSILON);
         format!(
-            "{first:>6}  {server:<9} {:>8.0} {:>8} {:>8} {:>8} {:>8} {:>6}  {:>12.2} {:>10.0} {:>12.2}",
+            "{first:>6}  {server:<9} {:>8.0} {:>8} {:>8} {:>8} {:>8} {:>6}  {:>12.2} {:>10.0} {:>12.2} {:>7} {:>7.1}",
             self.throughput,
             self.percentile(50.0),
             self.percentile(99.0),
@@ -654,6 +679,8 @@ impl RunResult {
             self.server_cpu / secs,
             self.server_cpu_per_request(),
             self.client_cpu / secs,
+            self.sockets,
+            self.rss,
         )
     }
 
@@ -702,6 +729,8 @@ fn result(mut latencies: Vec<u64>, errors: usize, elapsed: Duration) -> RunResul
         elapsed,
         server_cpu: 0.0,
         client_cpu: 0.0,
+        sockets: 0,
+        rss: 0.0,
     }
 }
 
