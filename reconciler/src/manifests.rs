@@ -983,6 +983,38 @@ const SERVER_FIELDS: &[&str] = &[
     "deletionGracePeriodSeconds",
 ];
 
+/// Longest `apiVersion`, `kind`, name or namespace accepted: Kubernetes'
+/// own limit for names.
+const MAX_IDENTITY_BYTES: usize = 253;
+
+/// Refuses an `apiVersion`, `kind`, name or namespace that would make a
+/// message span lines or flood it: control characters (a YAML block
+/// scalar can hold newlines, and could forge lines in `lastError` and
+/// logs) or more than [`MAX_IDENTITY_BYTES`]. Found by fuzzing.
+fn identity_text(field: &str, value: &str) -> Result<(), String> {
+    let shown = || {
+        let cut: String = value.chars().take(64).collect();
+        if cut.len() < value.len() {
+            format!("{cut:?}… ({} bytes)", value.len())
+        } else {
+            format!("{cut:?}")
+        }
+    };
+    if value.chars().any(char::is_control) {
+        Err(format!(
+            "{field} {} contains a control character; apiVersion, kind, name and namespace are printable text",
+            shown()
+        ))
+    } else if value.len() > MAX_IDENTITY_BYTES {
+        Err(format!(
+            "{field} {} is longer than {MAX_IDENTITY_BYTES} bytes, the most Kubernetes allows",
+            shown()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// Validates documents into manifests. `scope` says whether a kind is
 /// namespaced (`Err` with a message when the API server does not serve it).
 pub fn validate(
@@ -1016,6 +1048,9 @@ pub fn validate(
             Some(k) if !k.is_empty() => k.to_owned(),
             _ => return Err(not_object("the object has no kind")),
         };
+        // These end up in every message below, unquoted.
+        identity_text("apiVersion", &api_version).map_err(|p| not_object(&p))?;
+        identity_text("kind", &kind).map_err(|p| not_object(&p))?;
         if kind.ends_with("List") && value.get("items").is_some() {
             return Err(not_object(&format!(
                 "{kind} is a list; write one document per object"
@@ -1040,6 +1075,10 @@ pub fn validate(
             .and_then(Value::as_str)
             .filter(|ns| !ns.is_empty())
             .map(str::to_owned);
+        identity_text("metadata.name", &name).map_err(|p| not_object(&p))?;
+        if let Some(namespace) = &written_namespace {
+            identity_text("metadata.namespace", namespace).map_err(|p| not_object(&p))?;
+        }
         let kind_ref = KindRef::of(&api_version, &kind);
         // Cluster mode: the kind is checked before anything is asked about
         // it, so the message is about the allow-list.
