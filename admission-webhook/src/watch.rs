@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fluxgate_crds::{FluxConfig, PlatformDefaults};
 use fluxgate_platform_defaults::PlatformSettings;
@@ -25,6 +25,10 @@ use kube::{Api, Client, ResourceExt};
 use crate::Error;
 use crate::http::AppState;
 use crate::snapshot::{FluxConfigIndex, Labels, Snapshot, compile_platform};
+
+/// How long FluxConfig-only changes are gathered before the snapshot is
+/// rebuilt (the per-namespace FluxConfig counts may lag this much).
+const FLUX_CONFIG_BATCH: Duration = Duration::from_millis(50);
 
 /// The three watched kinds, also indexes into per-part flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +110,17 @@ pub(crate) async fn maintain_snapshot(
         }
         if !synced.iter().all(|s| *s) || !dirty.iter().any(|d| *d) {
             continue;
+        }
+        // Only FluxConfigs changed (they only feed the per-namespace
+        // counts): gather a burst before re-reading the whole store, so a
+        // platform sync writing hundreds of FluxConfigs costs a few
+        // rebuilds, not one per event. PlatformDefaults and namespace
+        // changes are published at once.
+        if current.is_some() && dirty == [false, false, true] {
+            tokio::time::sleep(FLUX_CONFIG_BATCH).await;
+            while let Some(Some((part, event))) = events.next().now_or_never() {
+                note(part, event, &mut synced, &mut dirty);
+            }
         }
         let started = Instant::now();
         let snapshot = rebuild(current.take(), &stores, &settings, dirty);
