@@ -102,7 +102,9 @@ for target in "${targets[@]}"; do
   log="$logs/$target.log"
   echo "== $target: ${seconds}s" >&2
   status=0
-  nice -n "$niceness" cargo +nightly fuzz run "$target" "$corpus" -- "${args[@]}" >"$log" 2>&1 || status=$?
+  # TMPDIR: the manifests target's checkout directory outlives the process
+  # (libFuzzer exits without destructors); keep it under $logs.
+  TMPDIR="$logs" nice -n "$niceness" cargo +nightly fuzz run "$target" "$corpus" -- "${args[@]}" >"$log" 2>&1 || status=$?
   runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
   speed="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)"
   if [[ $status != 0 ]]; then
