@@ -115,7 +115,7 @@ for target in "${targets[@]}"; do
   elif [[ $ci == 0 ]]; then
     # Keep only inputs that add coverage; cmin writes the result back into
     # the corpus directory.
-    nice -n "$niceness" cargo +nightly fuzz cmin "$target" "$corpus" -- "${libfuzzer_args[@]}" >"$logs/$target.cmin.log" 2>&1 ||
+    TMPDIR="$logs" nice -n "$niceness" cargo +nightly fuzz cmin "$target" "$corpus" -- "${libfuzzer_args[@]}" >"$logs/$target.cmin.log" 2>&1 ||
       { echo "!! cmin of $target failed:" >&2; tail -20 "$logs/$target.cmin.log" >&2; failed+=("$target (cmin)"); }
   fi
   files="$(find "$corpus" -type f | wc -l)"
