@@ -29,9 +29,12 @@ use crate::metrics::{Metrics, Outcome, kind_label, operation_label};
 use crate::review::review;
 use crate::snapshot::Snapshot;
 
-/// Default limit on an AdmissionReview body. The API server caps objects at
-/// about 1.5 MiB, and fluxgate's objects are a few KiB.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default limit on an AdmissionReview body. The API server accepts
+/// request bodies up to 3 MiB and etcd stores objects up to 1.5 MiB; an
+/// UPDATE review carries the object and the old object, plus JSON escaping.
+/// So anything the API server would store can be reviewed (and denied with
+/// a message naming it) rather than fail with a bare 413.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// What the HTTP handlers share: the current snapshot (absent until the
 /// watches have synced), the metrics, and the body limit.

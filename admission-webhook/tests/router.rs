@@ -14,7 +14,8 @@ use std::path::PathBuf;
 
 use axum::body::Body;
 use fluxgate_admission_webhook::{
-    AppState, Labels, MAX_NAMED_IN_WARNINGS, Outcome, Snapshot, admin_router, router,
+    AppState, DEFAULT_MAX_BODY_BYTES, Labels, MAX_NAMED_IN_WARNINGS, Outcome, Snapshot,
+    admin_router, router,
 };
 use fluxgate_crds::{FluxConfig, FluxConfigSpec, PlatformDefaults};
 use fluxgate_platform_defaults::{Platform, PlatformSettings, compile};
@@ -433,8 +434,23 @@ async fn oversized_body_is_413() {
 }
 
 #[tokio::test]
-async fn default_body_limit_is_one_mebibyte() {
-    let big = format!(r#"{{"padding":"{}"}}"#, "x".repeat(1024 * 1024));
+async fn default_body_limit_admits_what_the_api_server_stores_and_no_more() {
+    // An UPDATE of a 1.5 MiB object (etcd's limit) with its old object is
+    // read; a body past 8 MiB is not.
+    let fits = fixture("fluxconfig-create-allowed.json").replacen(
+        r#""request": {"#,
+        &format!(
+            r#""request": {{"padding": "{}", "#,
+            "x".repeat(3 * 1024 * 1024)
+        ),
+        1,
+    );
+    assert!(fits.len() > 3 * 1024 * 1024);
+    let response = review_fixture_with(state(), "fluxconfig-create-allowed.json").await;
+    assert!(response.allowed);
+    let (status, _) = post(state(), fits).await;
+    assert_eq!(status, StatusCode::OK);
+    let big = format!(r#"{{"padding":"{}"}}"#, "x".repeat(DEFAULT_MAX_BODY_BYTES));
     let (status, _) = post(state(), big).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }

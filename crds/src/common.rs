@@ -71,7 +71,7 @@ pub struct GitReference {
     /// Full commit SHA to pin to (40 hex digits, or 64 for SHA-256
     /// repositories).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[validate(regex(path = *COMMIT_RE))]
+    #[validate(length(max = 64), regex(path = *COMMIT_RE))]
     pub commit: Option<String>,
 }
 

@@ -314,7 +314,7 @@ pub async fn start_webhook(cp: &'static ControlPlane) -> Result<RunningWebhook, 
         platform_namespace: PLATFORM_NAMESPACE.into(),
         default_reconciler_image: None,
         default_cluster_role: None,
-        max_body_bytes: 1024 * 1024,
+        max_body_bytes: fluxgate_admission_webhook::DEFAULT_MAX_BODY_BYTES,
         protected_namespaces: Vec::new(),
     };
     let (addrs_tx, addrs_rx) = tokio::sync::oneshot::channel();
