@@ -321,12 +321,7 @@ fn too_large(limit: usize) -> Response {
 fn unreadable_review(body: &[u8], err: &serde_json::Error) -> Response {
     let value: serde_json::Value = match serde_json::from_slice(body) {
         Ok(value) => value,
-        Err(_) => {
-            return error_review(
-                StatusCode::BAD_REQUEST,
-                format!("the request body is not JSON: {err}"),
-            );
-        }
+        Err(_) => return shallow_denial(body, err),
     };
     let request = &value["request"];
     let Some(uid) = request["uid"].as_str() else {
@@ -347,6 +342,61 @@ fn unreadable_review(body: &[u8], err: &serde_json::Error) -> Response {
     response.result.code = StatusCode::BAD_REQUEST.as_u16();
     response.uid = uid.to_owned();
     json_response(StatusCode::OK, &response.into_review())
+}
+
+/// The answer to a body that no JSON reader here will take whole (nested
+/// deeper than serde_json's limit of 128, e.g. through
+/// `metadata.managedFields[].fieldsV1`): the API server writes the
+/// request's `uid`, `name` and `namespace` before the object, so a scan of
+/// the first occurrences finds them and the request is denied naming the
+/// object, instead of failing with a bare 400 the API server reports as
+/// "an unknown reason".
+fn shallow_denial(body: &[u8], err: &serde_json::Error) -> Response {
+    let head = &body[..body.len().min(64 * 1024)];
+    let Some(uid) = first_string_field(head, "uid") else {
+        return error_review(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not JSON: {err}"),
+        );
+    };
+    let name = first_string_field(head, "name").unwrap_or_default();
+    let object = match first_string_field(head, "namespace") {
+        Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+        _ => name,
+    };
+    let mut response = AdmissionResponse::invalid(format!(
+        "object {object}: cannot be read: {err} (objects nested deeper than 128 levels, \
+         for example in metadata.managedFields, are not accepted)"
+    ));
+    response.result.code = StatusCode::BAD_REQUEST.as_u16();
+    response.uid = uid;
+    json_response(StatusCode::OK, &response.into_review())
+}
+
+/// The first `"key": "value"` in `json` whose value is a plain string (no
+/// escapes); only for the few fields [`shallow_denial`] needs.
+fn first_string_field(json: &[u8], key: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(json);
+    let needle = format!("\"{key}\"");
+    let mut rest: &str = &text;
+    while let Some(at) = rest.find(&needle) {
+        rest = &rest[at + needle.len()..];
+        let after = rest.trim_start();
+        let Some(after) = after.strip_prefix(':') else {
+            continue;
+        };
+        let after = after.trim_start();
+        let Some(value) = after.strip_prefix('"') else {
+            continue;
+        };
+        let end = value.find('"')?;
+        let value = &value[..end];
+        if value.contains('\\') {
+            return None;
+        }
+        return Some(value.to_owned());
+    }
+    None
 }
 
 /// An error in the one shape `/validate` uses: an AdmissionReview denying

@@ -586,3 +586,28 @@ async fn a_namespace_that_never_arrives_is_a_retryable_denial_naming_it() {
         response.result.message
     );
 }
+
+#[tokio::test]
+async fn a_review_nested_too_deep_to_read_is_denied_naming_the_object() {
+    let mut nested = String::from("{}");
+    for _ in 0..200 {
+        nested = format!(r#"{{"f:a":{nested}}}"#);
+    }
+    let body = format!(
+        r#"{{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{{"uid":"0c6f8a52-deep","kind":{{"group":"fluxgate.dev","version":"v1alpha1","kind":"FluxConfig"}},"name":"web","namespace":"team-a","operation":"CREATE","object":{{"metadata":{{"name":"web","managedFields":[{{"fieldsV1":{nested}}}]}}}}}}}}"#
+    );
+    let (status, response) = post(state(), body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(response.uid, "0c6f8a52-deep");
+    assert!(!response.allowed);
+    assert_eq!(response.result.code, 400);
+    let message = &response.result.message;
+    assert!(
+        message.starts_with("object team-a/web: cannot be read:"),
+        "{message}"
+    );
+    assert!(
+        message.contains("nested deeper than 128 levels"),
+        "{message}"
+    );
+}
