@@ -368,7 +368,6 @@ struct Gap {
 
 #[rustfmt::skip]
 fn gaps(ns: &str) -> Vec<Gap> {
-    let spec = format!(r#"{{"repo":"https://git.corp.example/{ns}/web.git"}}"#);
     vec![
         Gap { name: "password-and-space", body: raw(r#"{"name":"password-and-space"}"#, &format!(r#"{{"repo":"https://deploy:{PASSWORD}@git.corp.example/{ns}/web .git"}}"#)), code: 422,
               says: &[PASSWORD, "spec.repo in body should match"],
