@@ -422,7 +422,9 @@ pub fn resolve(
     })
 }
 
-/// Masks the password in `scheme://user:password@host/...`.
+/// Masks the password in `scheme://user:password@host/...`, and a user
+/// name that is a token (`https://ghp_…@github.com/…`, the way Git hosts
+/// hand out HTTPS access).
 fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
@@ -432,10 +434,34 @@ fn redact_password(url: &str) -> String {
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None if looks_like_token(userinfo) => format!("{scheme}://***@{host}{tail}"),
             None => url.to_owned(),
         },
         None => url.to_owned(),
     }
+}
+
+/// Whether a URL's user name is a credential rather than a login: a known
+/// token prefix (GitHub, GitLab), or a long run of token characters with
+/// no dot (a host name mistaken for a user, as in
+/// `https://git.corp.example@evil.example/`, stays visible).
+fn looks_like_token(user: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "ghp_",
+        "gho_",
+        "ghu_",
+        "ghs_",
+        "ghr_",
+        "github_pat_",
+        "glpat-",
+        "gldt-",
+        "glptt-",
+    ];
+    PREFIXES.iter().any(|p| user.starts_with(p))
+        || (user.len() >= 20
+            && user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
 }
 
 fn source_name(source: &Source) -> String {
@@ -549,6 +575,26 @@ mod tests {
             "https://deploy:***@git.corp.example/a/b.git"
         );
         assert_eq!(redact_password("ssh://git@host/x"), "ssh://git@host/x");
+        assert_eq!(
+            redact_password("https://ghp_16C7e42F292c6912E7710c838347Ae178B4a@github.com/o/r.git"),
+            "https://***@github.com/o/r.git"
+        );
+        assert_eq!(
+            redact_password("https://glpat-abc@gitlab.com/o/r.git"),
+            "https://***@gitlab.com/o/r.git"
+        );
+        assert_eq!(
+            redact_password("https://a1B2c3D4e5F6g7H8i9J0k1L2@git.corp.example/x"),
+            "https://***@git.corp.example/x"
+        );
+        assert_eq!(
+            redact_password("https://git.corp.example@evil.example/x"),
+            "https://git.corp.example@evil.example/x"
+        );
+        assert_eq!(
+            redact_password("https://deploy@host/x"),
+            "https://deploy@host/x"
+        );
         assert_eq!(redact_password("https://host/a@b:c"), "https://host/a@b:c");
         assert_eq!(redact_password("no scheme"), "no scheme");
     }

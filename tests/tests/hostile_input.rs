@@ -261,6 +261,7 @@ fn cases() -> Vec<Case> {
         case("fullwidth-dot", Webhook, repo("https://git.corp。example/$NS/web.git"), "spec.repo", r#""https://git.corp。example/$NS/web.git""#, r#"host "git.corp\u{3002}example" is not ASCII: U+3002 '。' at byte 8, which looks like an ASCII character; "#),
         // URL tricks.
         case("userinfo-host", Webhook, repo("https://git.corp.example@evil.example/$NS/web.git"), "spec.repo", r#""https://git.corp.example@evil.example/$NS/web.git""#, "credentials belong in a Secret"),
+        case("token-as-user", Webhook, repo("https://ghp_16C7e42F292c6912E7710c838347Ae178B4a@git.corp.example/$NS/web.git"), "spec.repo", r#""https://***@git.corp.example/$NS/web.git""#, "credentials belong in a Secret"),
         case("password", Webhook, repo("https://deploy:hunter2@git.corp.example/$NS/web.git"), "spec.repo", r#""https://deploy:***@git.corp.example/$NS/web.git""#, "write the url without them"),
         case("ssh-password", Webhook, repo("ssh://git:hunter2@git.corp.example/$NS/web.git"), "spec.repo", r#""ssh://git:***@git.corp.example/$NS/web.git""#, "write the url without them"),
         case("suffix-host", Webhook, repo("https://git.corp.example.evil.example/$NS/web.git"), "spec.repo", r#""https://git.corp.example.evil.example/$NS/web.git""#, "allowed: https://git.corp.example/$NS/*"),
@@ -493,6 +494,7 @@ async fn hostile_flux_configs_are_refused_with_clear_messages() {
                 );
             }
             assert!(!message.contains(PASSWORD), "{}: {message}", case.name);
+            assert!(!message.contains("ghp_16C7e42F"), "{}: {message}", case.name);
         }
         // Every webhook case was a denial the webhook decided, none an
         // error the API server had to turn into a refusal.
