@@ -36,35 +36,6 @@ fn control_plane() -> &'static ControlPlane {
     testenv::shared().unwrap()
 }
 
-/// Applies a manifest's documents as the admin (the platform team installing
-/// fluxgate).
-async fn apply_as_admin(client: &Client, docs: Vec<serde_json::Value>) {
-    let discovery = kube::discovery::Discovery::new(client.clone())
-        .run()
-        .await
-        .unwrap();
-    for doc in docs {
-        let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-        let gvk = kube::core::GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
-        let (ar, caps) = discovery.resolve_gvk(&gvk).unwrap();
-        let api: Api<DynamicObject> = match caps.scope {
-            kube::discovery::Scope::Namespaced => Api::namespaced_with(
-                client.clone(),
-                obj.metadata.namespace.as_deref().unwrap(),
-                &ar,
-            ),
-            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
-        };
-        api.patch(
-            &obj.name_any(),
-            &PatchParams::apply("platform-team").force(),
-            &Patch::Apply(&doc),
-        )
-        .await
-        .unwrap();
-    }
-}
-
 /// Installs fluxgate's CRDs and RBAC, then starts the operator on its own
 /// runtime (tests each have theirs) with the operator ServiceAccount's token.
 fn operator() -> &'static Operator {
@@ -95,16 +66,18 @@ fn operator() -> &'static Operator {
                     .create(&PostParams::default(), &ns)
                     .await
                     .unwrap();
-                apply_as_admin(
+                stack::apply_all(
                     &admin,
-                    stack::installed("operator", stack::RBAC_KINDS).unwrap(),
+                    &stack::installed("operator", stack::RBAC_KINDS).unwrap(),
                 )
-                .await;
-                apply_as_admin(
+                .await
+                .unwrap();
+                stack::apply_all(
                     &admin,
-                    stack::installed("reconciler", &["ClusterRole"]).unwrap(),
+                    &stack::installed("reconciler", &["ClusterRole"]).unwrap(),
                 )
-                .await;
+                .await
+                .unwrap();
                 let secrets: Api<Secret> = Api::namespaced(admin.clone(), PLATFORM_NS);
                 let secret: Secret = serde_json::from_value(json!({
                     "metadata": {"name": CREDENTIALS},

@@ -28,7 +28,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -47,33 +47,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn control_plane() -> &'static ControlPlane {
     testenv::shared().unwrap()
-}
-
-async fn apply_as_admin(client: &Client, docs: Vec<serde_json::Value>) {
-    let discovery = kube::discovery::Discovery::new(client.clone())
-        .run()
-        .await
-        .unwrap();
-    for doc in docs {
-        let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-        let gvk = kube::core::GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
-        let (ar, caps) = discovery.resolve_gvk(&gvk).unwrap();
-        let api: Api<DynamicObject> = match caps.scope {
-            kube::discovery::Scope::Namespaced => Api::namespaced_with(
-                client.clone(),
-                obj.metadata.namespace.as_deref().unwrap(),
-                &ar,
-            ),
-            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
-        };
-        api.patch(
-            &obj.name_any(),
-            &PatchParams::apply("platform-team").force(),
-            &Patch::Apply(&doc),
-        )
-        .await
-        .unwrap();
-    }
 }
 
 /// Installs CRDs, the platform namespace, RBAC and the credentials Secret,
@@ -110,16 +83,18 @@ fn platform() {
                     .create(&PostParams::default(), &ns)
                     .await
                     .unwrap();
-                apply_as_admin(
+                stack::apply_all(
                     &admin,
-                    stack::installed("operator", stack::RBAC_KINDS).unwrap(),
+                    &stack::installed("operator", stack::RBAC_KINDS).unwrap(),
                 )
-                .await;
-                apply_as_admin(
+                .await
+                .unwrap();
+                stack::apply_all(
                     &admin,
-                    stack::installed("reconciler", &["ClusterRole"]).unwrap(),
+                    &stack::installed("reconciler", &["ClusterRole"]).unwrap(),
                 )
-                .await;
+                .await
+                .unwrap();
                 let secret: Secret = serde_json::from_value(json!({
                     "metadata": {"name": CREDENTIALS},
                     "stringData": {"username": "fluxgate", "password": "s3cret"},

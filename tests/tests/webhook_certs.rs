@@ -384,39 +384,7 @@ async fn route(env: &Env, replicas: &[Replica]) {
         .await
         .unwrap();
     for (i, replica) in replicas.iter().enumerate().skip(1) {
-        let name = format!("{SERVICE}-replica-{i}");
-        let slice = EndpointSlice {
-            metadata: ObjectMeta {
-                labels: Some(
-                    [
-                        ("kubernetes.io/service-name".to_owned(), SERVICE.to_owned()),
-                        (
-                            "endpointslice.kubernetes.io/managed-by".to_owned(),
-                            testenv::SLICE_MANAGER.to_owned(),
-                        ),
-                    ]
-                    .into(),
-                ),
-                ..meta(&name, Some(&env.ns))
-            },
-            address_type: "IPv4".into(),
-            endpoints: Some(vec![Endpoint {
-                addresses: vec![replica.addr.ip().to_string()],
-                conditions: Some(EndpointConditions {
-                    ready: Some(true),
-                    serving: Some(true),
-                    terminating: Some(false),
-                }),
-                ..Endpoint::default()
-            }]),
-            ports: Some(vec![EndpointPort {
-                name: Some("https".into()),
-                port: Some(i32::from(replica.addr.port())),
-                protocol: Some("TCP".into()),
-                ..EndpointPort::default()
-            }]),
-        };
-        apply(&Api::namespaced(env.admin.clone(), &env.ns), &slice).await;
+        add_endpoint(env, &format!("{SERVICE}-replica-{i}"), replica).await;
     }
 }
 

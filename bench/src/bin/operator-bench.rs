@@ -40,7 +40,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 use serde_json::json;
 
 const PLATFORM_NS: &str = "fluxgate-system";
@@ -90,36 +90,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-async fn apply_as_admin(client: &Client, docs: Vec<serde_json::Value>) -> Result<(), BoxError> {
-    let discovery = kube::discovery::Discovery::new(client.clone())
-        .run()
-        .await?;
-    for doc in docs {
-        let obj: DynamicObject = serde_json::from_value(doc.clone())?;
-        let types = obj
-            .types
-            .as_ref()
-            .ok_or("a document without apiVersion/kind")?;
-        let gvk = kube::core::GroupVersionKind::try_from(types)?;
-        let (ar, caps) = discovery.resolve_gvk(&gvk).ok_or("unknown kind")?;
-        let api: Api<DynamicObject> = match caps.scope {
-            kube::discovery::Scope::Namespaced => Api::namespaced_with(
-                client.clone(),
-                obj.metadata.namespace.as_deref().unwrap_or("default"),
-                &ar,
-            ),
-            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
-        };
-        api.patch(
-            &obj.name_any(),
-            &PatchParams::apply("platform-team").force(),
-            &Patch::Apply(&doc),
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 fn defaults_object() -> serde_json::Value {
@@ -248,8 +218,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .create(&PostParams::default(), &namespace(PLATFORM_NS, "platform"))
         .await?;
     // The chart's RBAC (deploy/manifests/fluxgate.yaml, the chart rendered).
-    apply_as_admin(&admin, stack::installed("operator", stack::RBAC_KINDS)?).await?;
-    apply_as_admin(&admin, stack::installed("reconciler", &["ClusterRole"])?).await?;
+    stack::apply_all(&admin, &stack::installed("operator", stack::RBAC_KINDS)?).await?;
+    stack::apply_all(&admin, &stack::installed("reconciler", &["ClusterRole"])?).await?;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": CREDENTIALS},
         "stringData": {"username": "fluxgate", "password": "s3cret"},
