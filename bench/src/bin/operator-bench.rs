@@ -38,9 +38,9 @@ use fluxgate_platform_defaults::render::{
 use fluxgate_platform_defaults::{NamespaceFacts, Platform, PlatformSettings, resolve};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::ResourceExt;
 use serde_json::json;
 
 const PLATFORM_NS: &str = "fluxgate-system";
