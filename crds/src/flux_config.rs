@@ -10,7 +10,7 @@ use validator::Validate;
 
 use crate::common::{
     DNS_LABEL_RE, DURATION_RE, GitReference, MAX_PATH_LEN, MAX_REPO_URL_LEN, ObjectRef,
-    REPO_PATH_RE, REPO_URL_RE, conditions_schema,
+    REPO_PATH_RE, conditions_schema,
 };
 
 /// The desired state of a `FluxConfig`. Only `repo` is required; every other
@@ -70,7 +70,10 @@ pub struct FluxConfigSpec {
     /// `https://git.corp.example/team-a/app.git`). It must match one of the
     /// platform's allowed repository patterns. Do not put credentials in the
     /// URL: the platform assigns credentials by repository pattern.
-    #[validate(length(min = 1, max = MAX_REPO_URL_LEN), regex(path = *REPO_URL_RE))]
+    #[validate(
+        length(min = 1, max = MAX_REPO_URL_LEN),
+        custom(function = "crate::common::repo_url_shape")
+    )]
     pub repo: String,
 
     /// Git reference to sync: exactly one of `branch`, `tag` or `commit`.
