@@ -23,11 +23,12 @@ use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::admission::{AdmissionResponse, AdmissionReview};
 
 use crate::metrics::{Metrics, Outcome, kind_label, operation_label};
 use crate::review::review;
 use crate::snapshot::Snapshot;
+use crate::wire::{ReadError, read_request};
 
 /// Default limit on an AdmissionReview body. The API server accepts
 /// request bodies up to 3 MiB and etcd stores objects up to 1.5 MiB; an
@@ -215,18 +216,12 @@ async fn handle(state: &AppState, request: Request) -> (Response, Observed) {
         }
     };
 
-    let review_in: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
-        Ok(review) => review,
-        Err(err) => return (unreadable_review(&body, &err), Observed::error()),
-    };
-    let request: AdmissionRequest<DynamicObject> = match review_in.try_into() {
+    let request = match read_request(&body) {
         Ok(request) => request,
-        Err(_) => {
+        Err(ReadError::Json(err)) => return (unreadable_review(&body, &err), Observed::error()),
+        Err(err @ ReadError::NoRequest) => {
             return (
-                error_review(
-                    StatusCode::BAD_REQUEST,
-                    "the AdmissionReview has no request".to_owned(),
-                ),
+                error_review(StatusCode::BAD_REQUEST, err.to_string()),
                 Observed::error(),
             );
         }

@@ -5,8 +5,9 @@
 //!   a [`Snapshot`]; every rule it applies lives in
 //!   `fluxgate_platform_defaults`, and its denials are that crate's
 //!   `Violations` text verbatim.
-//! - [`router`] adapts `POST /validate` AdmissionReviews to [`review`];
-//!   tests drive it with [`AppState::from_snapshot`] and JSON fixtures.
+//! - [`router`] adapts `POST /validate` AdmissionReviews to [`review`],
+//!   reading only what the review needs ([`read_request`]); tests drive it
+//!   with [`AppState::from_snapshot`] and JSON fixtures.
 //! - [`run`] starts everything from the [`Flags`]: reflectors keep the
 //!   snapshot current (no API call on the request path), HTTPS with a
 //!   certificate reloaded from disk (`--cert-mode files`) or kept by the
@@ -22,6 +23,7 @@ mod server;
 mod snapshot;
 mod tls;
 mod watch;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +37,7 @@ pub use review::{MAX_NAMED_IN_WARNINGS, review};
 pub use server::{CERT_POLL_INTERVAL, DRAIN_TIMEOUT, Webhook, shutdown_signal};
 pub use snapshot::{Labels, Snapshot};
 pub use tls::{CertReloader, PemPair, ServingCert, TlsError};
+pub use wire::{ReadError, read_request};
 
 /// Every flag of the binary: the webhook's ([`Config`]) and how it gets its
 /// serving certificate ([`CertConfig`]). Each can also be set through its

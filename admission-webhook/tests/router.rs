@@ -351,18 +351,31 @@ async fn wrong_type_in_spec_is_denied_naming_the_object_and_field() {
 async fn wrong_type_in_metadata_is_denied_not_a_panic() {
     let mut body: serde_json::Value =
         serde_json::from_str(&fixture("fluxconfig-create-allowed.json")).unwrap();
-    body["request"]["object"]["metadata"]["labels"] = serde_json::json!(["not", "a", "map"]);
+    body["request"]["object"]["metadata"]["name"] = serde_json::json!(["not", "a", "name"]);
     let (status, response) = post(state(), body.to_string()).await;
     assert_eq!(status, StatusCode::OK);
     assert!(!response.allowed);
     assert_eq!(response.uid, body["request"]["uid"].as_str().unwrap());
     assert!(
         response.result.message.starts_with(
-            "FluxConfig team-a/web: cannot be read: invalid type: sequence, expected a map"
+            "FluxConfig team-a/web: cannot be read: invalid type: sequence, expected a string"
         ),
         "{}",
         response.result.message
     );
+}
+
+/// Fields no rule reads are not read at all: a malformed one changes
+/// nothing (the API server refuses it on its own).
+#[tokio::test]
+async fn metadata_no_rule_reads_is_not_read() {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&fixture("fluxconfig-create-allowed.json")).unwrap();
+    body["request"]["object"]["metadata"]["labels"] = serde_json::json!(["not", "a", "map"]);
+    body["request"]["userInfo"] = serde_json::json!(7);
+    let (status, response) = post(state(), body.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(response.allowed, "{response:?}");
 }
 
 #[tokio::test]
@@ -594,7 +607,7 @@ async fn a_review_nested_too_deep_to_read_is_denied_naming_the_object() {
         nested = format!(r#"{{"f:a":{nested}}}"#);
     }
     let body = format!(
-        r#"{{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{{"uid":"0c6f8a52-deep","kind":{{"group":"fluxgate.dev","version":"v1alpha1","kind":"FluxConfig"}},"name":"web","namespace":"team-a","operation":"CREATE","object":{{"metadata":{{"name":"web","managedFields":[{{"fieldsV1":{nested}}}]}}}}}}}}"#
+        r#"{{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{{"uid":"0c6f8a52-deep","kind":{{"group":"fluxgate.dev","version":"v1alpha1","kind":"FluxConfig"}},"resource":{{"group":"fluxgate.dev","version":"v1alpha1","resource":"fluxconfigs"}},"name":"web","namespace":"team-a","operation":"CREATE","object":{{"metadata":{{"name":"web"}},"spec":{{"repo":"https://git.corp.example/team-a/web.git","path":{nested}}}}}}}}}"#
     );
     let (status, response) = post(state(), body).await;
     assert_eq!(status, StatusCode::OK);
@@ -609,5 +622,30 @@ async fn a_review_nested_too_deep_to_read_is_denied_naming_the_object() {
     assert!(
         message.contains("nested deeper than 128 levels"),
         "{message}"
+    );
+}
+
+/// managedFields are never read, however deep: the object is judged on its
+/// `spec` (here: another team's repository).
+#[tokio::test]
+async fn deep_managed_fields_are_skipped_and_the_spec_judged() {
+    let mut nested = String::from("{}");
+    for _ in 0..5_000 {
+        nested = format!(r#"{{"f:a":{nested}}}"#);
+    }
+    let body = format!(
+        r#"{{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{{"uid":"0c6f8a52-deep","kind":{{"group":"fluxgate.dev","version":"v1alpha1","kind":"FluxConfig"}},"resource":{{"group":"fluxgate.dev","version":"v1alpha1","resource":"fluxconfigs"}},"name":"web","namespace":"team-a","operation":"CREATE","object":{{"metadata":{{"name":"web","managedFields":[{{"fieldsV1":{nested}}}]}},"spec":{{"repo":"https://git.corp.example/team-b/web.git"}}}}}}}}"#
+    );
+    let (status, response) = post(state(), body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!response.allowed);
+    assert_eq!(response.result.code, 403);
+    assert!(
+        response
+            .result
+            .message
+            .starts_with(r#"FluxConfig team-a/web: spec.repo "https://git.corp.example/team-b/web.git" is not allowed"#),
+        "{}",
+        response.result.message
     );
 }
