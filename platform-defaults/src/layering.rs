@@ -105,15 +105,17 @@ impl PlatformSettings {
     }
 }
 
-/// A pattern with its text as written and the object that listed it.
-#[derive(Debug, Clone)]
-pub struct Listed<P> {
+/// A pattern with its text as written and the object that listed it,
+/// borrowed from the compiled platform (the admission webhook lists them on
+/// every request).
+#[derive(Debug, Clone, Copy)]
+pub struct Listed<'a, P> {
     /// The compiled pattern.
     pub pattern: P,
     /// The pattern as written.
-    pub text: String,
+    pub text: &'a str,
     /// The PlatformDefaults that listed it.
-    pub source: String,
+    pub source: &'a str,
 }
 
 /// A credential assignment from `defaults.credentials`.
@@ -497,6 +499,9 @@ pub(crate) fn check_git_ref(field: &str, r: &GitReference) -> Vec<Violation> {
 #[derive(Debug, Clone)]
 pub struct Platform {
     settings: PlatformSettings,
+    /// The built-in protected namespace patterns and the installation's,
+    /// compiled once, each with how a message names it.
+    protected: Vec<(NamePattern, String)>,
     defaults: Vec<CompiledDefaults>,
     rejected: Vec<Violations>,
 }
@@ -525,8 +530,24 @@ impl Platform {
                 .then_with(|| a.name.cmp(&b.name))
         });
         rejected.sort_by(|a, b| a.object.cmp(&b.object));
+        // `PlatformSettings::check` refuses invalid patterns at start, so
+        // leaving out one that does not compile cannot hide a protection.
+        let builtin = PlatformSettings::PROTECTED
+            .iter()
+            .map(|text| (*text, format!("built-in pattern {text}")));
+        let installation = settings.protected_namespaces.iter().map(|text| {
+            (
+                text.as_str(),
+                format!("protected namespace pattern {text} of the installation"),
+            )
+        });
+        let protected = builtin
+            .chain(installation)
+            .filter_map(|(text, by)| Some((NamePattern::namespace(text).ok()?, by)))
+            .collect();
         Self {
             settings,
+            protected,
             defaults,
             rejected,
         }
@@ -555,6 +576,7 @@ impl Platform {
     ) -> Layers<'a> {
         Layers {
             settings: &self.settings,
+            protected: &self.protected,
             namespace,
             matched: self.defaults.iter().filter(|d| d.selects(labels)).collect(),
         }
@@ -565,6 +587,7 @@ impl Platform {
 #[derive(Debug, Clone)]
 pub struct Layers<'a> {
     settings: &'a PlatformSettings,
+    protected: &'a [(NamePattern, String)],
     namespace: &'a str,
     matched: Vec<&'a CompiledDefaults>,
 }
@@ -589,6 +612,12 @@ impl<'a> Layers<'a> {
         self.settings
     }
 
+    /// The built-in and the installation's protected namespace patterns,
+    /// compiled, each with how a message names it.
+    pub fn installation_protected(&self) -> &'a [(NamePattern, String)] {
+        self.protected
+    }
+
     /// Names of the applicable PlatformDefaults, highest priority first.
     pub fn names(&self) -> Vec<&'a str> {
         self.matched.iter().map(|d| d.name.as_str()).collect()
@@ -608,7 +637,7 @@ impl<'a> Layers<'a> {
     }
 
     /// Allowed repository patterns, from every applicable object.
-    pub fn allowed_repos(&self) -> Vec<Listed<&'a RepoPattern>> {
+    pub fn allowed_repos(&self) -> Vec<Listed<'a, &'a RepoPattern>> {
         self.matched
             .iter()
             .flat_map(|d| {
@@ -617,15 +646,15 @@ impl<'a> Layers<'a> {
                     .zip(&d.spec.allowed_repos)
                     .map(|(pattern, text)| Listed {
                         pattern,
-                        text: text.clone(),
-                        source: d.name.clone(),
+                        text: text.as_str(),
+                        source: d.name.as_str(),
                     })
             })
             .collect()
     }
 
     /// Allowed target-namespace patterns, from every applicable object.
-    pub fn allowed_target_namespaces(&self) -> Vec<Listed<&'a NamePattern>> {
+    pub fn allowed_target_namespaces(&self) -> Vec<Listed<'a, &'a NamePattern>> {
         self.matched
             .iter()
             .flat_map(|d| {
@@ -634,15 +663,15 @@ impl<'a> Layers<'a> {
                     .zip(&d.spec.allowed_target_namespaces)
                     .map(|(pattern, text)| Listed {
                         pattern,
-                        text: text.clone(),
-                        source: d.name.clone(),
+                        text: text.as_str(),
+                        source: d.name.as_str(),
                     })
             })
             .collect()
     }
 
     /// Allowed image patterns, from every applicable object.
-    pub fn allowed_images(&self) -> Vec<Listed<&'a NamePattern>> {
+    pub fn allowed_images(&self) -> Vec<Listed<'a, &'a NamePattern>> {
         self.matched
             .iter()
             .flat_map(|d| {
@@ -651,8 +680,8 @@ impl<'a> Layers<'a> {
                     .zip(&d.spec.allowed_images)
                     .map(|(pattern, text)| Listed {
                         pattern,
-                        text: text.clone(),
-                        source: d.name.clone(),
+                        text: text.as_str(),
+                        source: d.name.as_str(),
                     })
             })
             .collect()
@@ -660,7 +689,7 @@ impl<'a> Layers<'a> {
 
     /// Protected namespace patterns from the applicable objects (the
     /// built-in ones are checked separately).
-    pub fn protected_namespaces(&self) -> Vec<Listed<&'a NamePattern>> {
+    pub fn protected_namespaces(&self) -> Vec<Listed<'a, &'a NamePattern>> {
         self.matched
             .iter()
             .flat_map(|d| {
@@ -669,36 +698,36 @@ impl<'a> Layers<'a> {
                     .zip(&d.spec.protected_namespaces)
                     .map(|(pattern, text)| Listed {
                         pattern,
-                        text: text.clone(),
-                        source: d.name.clone(),
+                        text: text.as_str(),
+                        source: d.name.as_str(),
                     })
             })
             .collect()
     }
 
     /// Known cluster ids, from every applicable object.
-    pub fn clusters(&self) -> Vec<Listed<String>> {
+    pub fn clusters(&self) -> Vec<Listed<'a, &'a str>> {
         self.matched
             .iter()
             .flat_map(|d| {
                 d.spec.clusters.iter().map(|c| Listed {
-                    pattern: c.clone(),
-                    text: c.clone(),
-                    source: d.name.clone(),
+                    pattern: c.as_str(),
+                    text: c.as_str(),
+                    source: d.name.as_str(),
                 })
             })
             .collect()
     }
 
     /// Credential assignments in priority order, then list order.
-    pub fn credentials(&self) -> Vec<Listed<&'a CredentialAssignment>> {
+    pub fn credentials(&self) -> Vec<Listed<'a, &'a CredentialAssignment>> {
         self.matched
             .iter()
             .flat_map(|d| {
                 d.credentials.iter().map(|c| Listed {
                     pattern: c,
-                    text: c.secret.clone(),
-                    source: d.name.clone(),
+                    text: c.secret.as_str(),
+                    source: d.name.as_str(),
                 })
             })
             .collect()

@@ -123,25 +123,28 @@ pub fn resolve(
     // Repository: syntax first, then internal hosts, then the allow-list.
     // Messages quote the URL with any password masked: denials end up in
     // logs, events and CI output.
-    let repo_text = redact_password(&spec.repo);
+    let repo_text = || redact_password(&spec.repo);
     let allowed_repos = layers.allowed_repos();
     let repo = match RepoUrl::parse(&spec.repo) {
         Err(err) => {
             violations.push(Violation::from_error(
                 Rule::RepoUrl,
                 "spec.repo",
-                &repo_text,
+                repo_text(),
                 &err,
             ));
             None
         }
         Ok(url) => {
-            let allowed_text = if allowed_repos.is_empty() {
-                no_defaults_hint()
-            } else {
-                list_allowed(allowed_repos.iter().map(|l| l.text.as_str()), &namespace)
+            // Only a violation needs these.
+            let allowed_text = || {
+                if allowed_repos.is_empty() {
+                    no_defaults_hint()
+                } else {
+                    list_allowed(allowed_repos.iter().map(|l| l.text), &namespace)
+                }
             };
-            let sources = unique_sources(allowed_repos.iter().map(|l| l.source.as_str()));
+            let sources = || unique_sources(allowed_repos.iter().map(|l| l.source));
             if let Some(reason) = url.internal_reason()
                 && !allowed_repos
                     .iter()
@@ -151,13 +154,13 @@ pub fn resolve(
                     Violation::new(
                         Rule::RepoUrl,
                         "spec.repo",
-                        &repo_text,
+                        repo_text(),
                         format!(
                             "points to a {reason} address, which only a pattern naming that exact host can allow"
                         ),
                     )
-                    .sources(sources)
-                    .allowed(allowed_text),
+                    .sources(sources())
+                    .allowed(allowed_text()),
                 );
                 None
             } else if !allowed_repos
@@ -168,11 +171,11 @@ pub fn resolve(
                     Violation::new(
                         Rule::RepoNotAllowed,
                         "spec.repo",
-                        &repo_text,
+                        repo_text(),
                         format!("is not allowed for namespace {namespace}"),
                     )
-                    .sources(sources)
-                    .allowed(allowed_text),
+                    .sources(sources())
+                    .allowed(allowed_text()),
                 );
                 None
             } else {
@@ -221,10 +224,10 @@ pub fn resolve(
     } else {
         Vec::new()
     };
-    let allowed_ns_texts: Vec<String> = if allowed_ns.is_empty() {
-        vec![PlatformSettings::OWN_NAMESPACE.to_owned()]
+    let allowed_ns_texts: Vec<&str> = if allowed_ns.is_empty() {
+        vec![PlatformSettings::OWN_NAMESPACE]
     } else {
-        allowed_ns.iter().map(|l| l.text.clone()).collect()
+        allowed_ns.iter().map(|l| l.text).collect()
     };
     let target = target_namespace.value.as_str();
     if !is_dns_label(target) {
@@ -245,10 +248,7 @@ pub fn resolve(
                 target,
                 format!("is a protected namespace ({by})"),
             )
-            .allowed(list_allowed(
-                allowed_ns_texts.iter().map(String::as_str),
-                &namespace,
-            )),
+            .allowed(list_allowed(allowed_ns_texts.iter().copied(), &namespace)),
         );
     } else if !allowed_ns
         .iter()
@@ -262,17 +262,14 @@ pub fn resolve(
                 target,
                 format!("is not allowed for namespace {namespace}"),
             )
-            .sources(unique_sources(allowed_ns.iter().map(|l| l.source.as_str())))
-            .allowed(list_allowed(
-                allowed_ns_texts.iter().map(String::as_str),
-                &namespace,
-            )),
+            .sources(unique_sources(allowed_ns.iter().map(|l| l.source)))
+            .allowed(list_allowed(allowed_ns_texts.iter().copied(), &namespace)),
         );
     }
     let allowed_namespaces = if allowed_ns.is_empty() {
         builtin(vec![namespace.clone()])
     } else {
-        let sources = unique_sources(allowed_ns.iter().map(|l| l.source.as_str()));
+        let sources = unique_sources(allowed_ns.iter().map(|l| l.source));
         let mut filled: Vec<String> = allowed_ns
             .drain(..)
             .map(|l| l.text.replace("{namespace}", &namespace))
@@ -306,7 +303,7 @@ pub fn resolve(
     let cluster = spec.cluster.as_ref().map(|c| from_spec(c.clone()));
     if let Some(c) = &spec.cluster {
         let clusters = layers.clusters();
-        if !clusters.iter().any(|l| &l.pattern == c) {
+        if !clusters.iter().any(|l| l.pattern == c) {
             violations.push(
                 Violation::new(
                     Rule::Cluster,
@@ -314,11 +311,11 @@ pub fn resolve(
                     c,
                     "is not one of the platform's clusters",
                 )
-                .sources(unique_sources(clusters.iter().map(|l| l.source.as_str())))
+                .sources(unique_sources(clusters.iter().map(|l| l.source)))
                 .allowed(if clusters.is_empty() {
                     no_defaults_hint()
                 } else {
-                    list_allowed(clusters.iter().map(|l| l.text.as_str()), &namespace)
+                    list_allowed(clusters.iter().map(|l| l.text), &namespace)
                 }),
             );
         }
@@ -364,8 +361,8 @@ pub fn resolve(
                     image.source
                 ),
             )
-            .sources(unique_sources(images.iter().map(|l| l.source.as_str())))
-            .allowed(list_allowed(images.iter().map(|l| l.text.as_str()), &namespace)),
+            .sources(unique_sources(images.iter().map(|l| l.source)))
+            .allowed(list_allowed(images.iter().map(|l| l.text), &namespace)),
         );
     }
     let resources = layers.scalar(|s| s.defaults.as_ref()?.reconciler.as_ref()?.resources.clone());
@@ -388,7 +385,7 @@ pub fn resolve(
             .find(|l| l.pattern.pattern.matches(url, &namespace))
             .map(|l| Provenanced {
                 value: l.pattern.secret.clone(),
-                source: Source::PlatformDefaults(l.source),
+                source: Source::PlatformDefaults(l.source.to_owned()),
             })
     });
 
@@ -478,19 +475,12 @@ pub fn protected_by(target: &str, layers: &Layers<'_>) -> Option<String> {
     if target == settings.platform_namespace {
         return Some("the platform's own namespace".to_owned());
     }
-    for builtin in PlatformSettings::PROTECTED {
-        if NamePattern::namespace(builtin).is_ok_and(|p| p.matches(target, layers.namespace())) {
-            return Some(format!("built-in pattern {builtin}"));
-        }
-    }
-    // Compiled at use: `PlatformSettings::check` refused invalid ones at
-    // start, so a failed parse here cannot hide a protection.
-    for text in &settings.protected_namespaces {
-        if NamePattern::namespace(text).is_ok_and(|p| p.matches(target, layers.namespace())) {
-            return Some(format!(
-                "protected namespace pattern {text} of the installation"
-            ));
-        }
+    if let Some((_, by)) = layers
+        .installation_protected()
+        .iter()
+        .find(|(pattern, _)| pattern.matches(target, layers.namespace()))
+    {
+        return Some(by.clone());
     }
     layers
         .protected_namespaces()
