@@ -265,8 +265,19 @@ async fn handle(state: &AppState, request: Request) -> (Response, Observed) {
 
     let response = if kind == "PlatformDefaults" {
         // Re-resolves every affected FluxConfig: keep it off the async
-        // workers.
-        match tokio::task::spawn_blocking(move || review(&request, &snapshot)).await {
+        // workers. The request borrows from the body, so the blocking task
+        // reads it again (the same bytes, so the same result; PlatformDefaults
+        // change rarely).
+        let body = body.clone();
+        let decided = tokio::task::spawn_blocking(move || {
+            read_request(&body)
+                .map(|request| review(&request, &snapshot))
+                .map_err(|err| err.to_string())
+        })
+        .await
+        .map_err(|err| err.to_string())
+        .and_then(|read| read);
+        match decided {
             Ok(response) => response,
             Err(err) => {
                 return (
@@ -340,8 +351,9 @@ fn unreadable_review(body: &[u8], err: &serde_json::Error) -> Response {
 }
 
 /// The answer to a body that no JSON reader here will take whole (nested
-/// deeper than serde_json's limit of 128, e.g. through
-/// `metadata.managedFields[].fieldsV1`): the API server writes the
+/// deeper than serde_json's limit of 128 in a field the review reads; deep
+/// fields it does not read, such as `managedFields`, are skipped): the API
+/// server writes the
 /// request's `uid`, `name` and `namespace` before the object, so a scan of
 /// the first occurrences finds them and the request is denied naming the
 /// object, instead of failing with a bare 400 the API server reports as
@@ -360,8 +372,8 @@ fn shallow_denial(body: &[u8], err: &serde_json::Error) -> Response {
         _ => name,
     };
     let mut response = AdmissionResponse::invalid(format!(
-        "object {object}: cannot be read: {err} (objects nested deeper than 128 levels, \
-         for example in metadata.managedFields, are not accepted)"
+        "object {object}: cannot be read: {err} (objects nested deeper than 128 levels \
+         are not accepted)"
     ));
     response.result.code = StatusCode::BAD_REQUEST.as_u16();
     response.uid = uid;

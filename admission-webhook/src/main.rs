@@ -7,6 +7,13 @@ use clap::Parser as _;
 use fluxgate_admission_webhook::{Flags, error_chain, run};
 use tracing_subscriber::EnvFilter;
 
+/// A review allocates many small, short-lived strings; with the system
+/// allocator a fifth of the webhook's CPU at saturation was malloc and free
+/// (glibc; musl's, in the static images, is slower still). BENCHMARKS.md has
+/// the figures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // Err only means a provider is already installed, which is fine.

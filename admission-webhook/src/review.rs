@@ -25,12 +25,13 @@ use fluxgate_platform_defaults::{
     CompiledDefaults, NamespaceFacts, Platform, Rule, Violation, Violations, compile, resolve,
 };
 use kube::ResourceExt;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use kube::api::ObjectMeta;
+use kube::core::admission::{AdmissionResponse, Operation};
 use kube::core::response::StatusSummary;
 use serde::de::DeserializeOwned;
 
 use crate::snapshot::Snapshot;
+use crate::wire::{Object, Request};
 
 /// Most FluxConfigs a `PlatformDefaults` warning names one by one; the rest
 /// are counted ("and N more").
@@ -84,8 +85,8 @@ impl Decision {
 ///
 /// Pure: no IO, no clock, no randomness; the same request and snapshot give
 /// the same response. Never panics on any object, however malformed.
-pub fn review(request: &AdmissionRequest<DynamicObject>, snapshot: &Snapshot) -> AdmissionResponse {
-    let mut response = AdmissionResponse::from(request);
+pub fn review(request: &Request<'_>, snapshot: &Snapshot) -> AdmissionResponse {
+    let mut response = request.allow();
     let warnings = match decide(request, snapshot) {
         Decision::Allow { warnings } => warnings,
         Decision::Deny {
@@ -107,7 +108,7 @@ pub fn review(request: &AdmissionRequest<DynamicObject>, snapshot: &Snapshot) ->
     response
 }
 
-fn decide(request: &AdmissionRequest<DynamicObject>, snapshot: &Snapshot) -> Decision {
+fn decide(request: &Request<'_>, snapshot: &Snapshot) -> Decision {
     if !matches!(request.operation, Operation::Create | Operation::Update) {
         return Decision::allow();
     }
@@ -121,7 +122,7 @@ fn decide(request: &AdmissionRequest<DynamicObject>, snapshot: &Snapshot) -> Dec
         return Decision::allow();
     }
     let kind = &request.kind;
-    if kind.group != GROUP || !matches!(kind.kind.as_str(), "FluxConfig" | "PlatformDefaults") {
+    if kind.group != GROUP || !matches!(&*kind.kind, "FluxConfig" | "PlatformDefaults") {
         return Decision::allow();
     }
     if kind.version != VERSION {
@@ -142,79 +143,107 @@ fn decide(request: &AdmissionRequest<DynamicObject>, snapshot: &Snapshot) -> Dec
     };
     // Metadata- and status-only changes are never a reason to deny: the
     // rules read `spec` alone, and the old spec was admitted (or predates
-    // the current rules).
+    // the current rules). The API server writes both objects with the same
+    // encoder, so an unchanged spec is the same text; one that differs only
+    // in form is caught after reading, by comparing the typed specs.
     if let Some(old) = old
-        && old.data.get("spec") == object.data.get("spec")
+        && old.spec.map(|s| s.get()) == object.spec.map(|s| s.get())
     {
         return Decision::allow();
     }
     if kind.kind == "FluxConfig" {
         review_flux_config(request, object, old, snapshot)
     } else {
-        review_platform_defaults(request, object, snapshot)
+        review_platform_defaults(request, object, old, snapshot)
     }
 }
 
 /// The object's name: `metadata.name`, else the request's name, else
 /// `metadata.generateName` (a create that lets the server pick the name).
-fn object_name(request: &AdmissionRequest<DynamicObject>, object: &DynamicObject) -> String {
-    object
-        .metadata
+fn object_name(request: &Request<'_>, object: &Object<'_>) -> String {
+    let metadata = &object.metadata;
+    metadata
         .name
-        .clone()
+        .as_deref()
         .filter(|n| !n.is_empty())
-        .or_else(|| Some(request.name.clone()).filter(|n| !n.is_empty()))
-        .or_else(|| object.metadata.generate_name.clone())
+        .or_else(|| Some(&*request.name).filter(|n| !n.is_empty()))
+        .or(metadata.generate_name.as_deref())
         .unwrap_or_default()
+        .to_owned()
 }
 
 /// Reads `spec` as `S`, naming the field when it has the wrong shape.
-fn read_spec<S: DeserializeOwned>(object: &DynamicObject) -> Result<S, String> {
-    let Some(spec) = object.data.get("spec") else {
+fn read_spec<S: DeserializeOwned>(object: &Object<'_>) -> Result<S, String> {
+    let Some(spec) = object.spec else {
         return Err("spec is missing".to_owned());
     };
-    serde_path_to_error::deserialize(spec).map_err(|err| {
+    let mut reader = serde_json::Deserializer::from_str(spec.get());
+    serde_path_to_error::deserialize(&mut reader).map_err(|err| {
         let path = err.path().to_string();
+        let inner = without_position(err.inner());
         if path == "." {
-            format!("spec: {}", err.inner())
+            format!("spec: {inner}")
         } else {
-            format!("spec.{path}: {}", err.inner())
+            format!("spec.{path}: {inner}")
         }
     })
 }
 
-fn read_flux_config(object: &DynamicObject) -> Result<FluxConfig, String> {
+/// A JSON error's message without serde_json's " at line L column C": the
+/// position is inside `spec`'s text, which the user never sees.
+fn without_position(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    let position = format!(" at line {} column {}", err.line(), err.column());
+    match text.strip_suffix(&position) {
+        Some(message) => message.to_owned(),
+        None => text,
+    }
+}
+
+/// The object as a typed `FluxConfig` named `name` (the name the review
+/// settled on, see [`object_name`]).
+fn read_flux_config(object: &Object<'_>, name: &str) -> Result<FluxConfig, String> {
     let spec: FluxConfigSpec = read_spec(object)?;
     Ok(FluxConfig {
-        metadata: object.metadata.clone(),
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: object.metadata.namespace.as_deref().map(str::to_owned),
+            ..ObjectMeta::default()
+        },
         spec,
         status: None,
     })
 }
 
 fn review_flux_config(
-    request: &AdmissionRequest<DynamicObject>,
-    object: &DynamicObject,
-    old: Option<&DynamicObject>,
+    request: &Request<'_>,
+    object: &Object<'_>,
+    old: Option<&Object<'_>>,
     snapshot: &Snapshot,
 ) -> Decision {
     let name = object_name(request, object);
     let Some(namespace) = request
         .namespace
-        .clone()
+        .as_deref()
         .filter(|ns| !ns.is_empty())
-        .or_else(|| object.metadata.namespace.clone())
+        .or(object.metadata.namespace.as_deref())
+        .map(str::to_owned)
     else {
         return Decision::bad_request(format!(
             "FluxConfig {name}: the admission request names no namespace"
         ));
     };
     let label = Violations::object_name("FluxConfig", Some(&namespace), &name);
-    let mut fc = match read_flux_config(object) {
+    let fc = match read_flux_config(object, &name) {
         Ok(fc) => fc,
         Err(err) => return Decision::bad_request(format!("{label}: cannot be read: {err}")),
     };
-    fc.metadata.name = Some(name.clone());
+    // An unreadable old object gives no credit: every violation counts as
+    // introduced.
+    let old_fc = old.and_then(|old| read_flux_config(old, &name).ok());
+    if old_fc.as_ref().is_some_and(|old_fc| old_fc.spec == fc.spec) {
+        return Decision::allow();
+    }
 
     // The API server admits objects only into existing namespaces, so an
     // unknown one is a namespace created an instant ago that the watch has
@@ -240,14 +269,7 @@ fn review_flux_config(
     let Err(violations) = resolve(&fc, &layers, facts) else {
         return Decision::allow();
     };
-    // An unreadable old object gives no credit: every violation counts as
-    // introduced.
-    let before = old
-        .and_then(|old| read_flux_config(old).ok())
-        .and_then(|mut old_fc| {
-            old_fc.metadata.name = Some(name.clone());
-            resolve(&old_fc, &layers, facts).err()
-        });
+    let before = old_fc.and_then(|old_fc| resolve(&old_fc, &layers, facts).err());
     let (introduced, existing) = split(violations, before.as_ref());
     let warnings: Vec<String> = existing
         .map(|v| format!("{v} (present before this update; fix it when you can)"))
@@ -265,8 +287,9 @@ fn review_flux_config(
 }
 
 fn review_platform_defaults(
-    request: &AdmissionRequest<DynamicObject>,
-    object: &DynamicObject,
+    request: &Request<'_>,
+    object: &Object<'_>,
+    old: Option<&Object<'_>>,
     snapshot: &Snapshot,
 ) -> Decision {
     let name = object_name(request, object);
@@ -275,12 +298,17 @@ fn review_platform_defaults(
         Ok(spec) => spec,
         Err(err) => return Decision::bad_request(format!("{label}: cannot be read: {err}")),
     };
-    let mut pd = PlatformDefaults {
-        metadata: object.metadata.clone(),
+    if old.is_some_and(|old| read_spec::<PlatformDefaultsSpec>(old).is_ok_and(|o| o == spec)) {
+        return Decision::allow();
+    }
+    let pd = PlatformDefaults {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..ObjectMeta::default()
+        },
         spec,
         status: None,
     };
-    pd.metadata.name = Some(name.clone());
     let compiled = match compile(&pd) {
         Ok(compiled) => compiled,
         Err(violations) => return Decision::forbidden(violations.to_string()),

@@ -606,8 +606,25 @@ async fn a_review_nested_too_deep_to_read_is_denied_naming_the_object() {
     for _ in 0..200 {
         nested = format!(r#"{{"f:a":{nested}}}"#);
     }
+    // Deep where a string belongs: the field is named.
     let body = format!(
         r#"{{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{{"uid":"0c6f8a52-deep","kind":{{"group":"fluxgate.dev","version":"v1alpha1","kind":"FluxConfig"}},"resource":{{"group":"fluxgate.dev","version":"v1alpha1","resource":"fluxconfigs"}},"name":"web","namespace":"team-a","operation":"CREATE","object":{{"metadata":{{"name":"web"}},"spec":{{"repo":"https://git.corp.example/team-a/web.git","path":{nested}}}}}}}}}"#
+    );
+    let (status, response) = post(state(), body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(response.uid, "0c6f8a52-deep");
+    assert!(!response.allowed);
+    assert_eq!(response.result.code, 400);
+    assert_eq!(
+        response.result.message,
+        "FluxConfig team-a/web: cannot be read: spec.path: invalid type: map, expected a string"
+    );
+
+    // Deep in the request itself, past what any JSON reader here takes
+    // whole: the object is still named, from a scan of the body.
+    let nested = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let body = format!(
+        r#"{{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{{"uid":"0c6f8a52-deep","name":"web","namespace":"team-a","kind":{nested}}}}}"#
     );
     let (status, response) = post(state(), body).await;
     assert_eq!(status, StatusCode::OK);
