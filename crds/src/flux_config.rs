@@ -168,6 +168,16 @@ pub struct EffectiveConfig {
     /// ClusterRole bound (by namespaced RoleBindings) in each allowed
     /// namespace to give the reconciler its rights.
     pub reconciler_cluster_role: Sourced<String>,
+    /// Most manifest files the reconciler reads from the path
+    /// (`limits.maxFiles`); absent when no PlatformDefaults sets it, and the
+    /// reconciler's own limit (2000) applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciler_max_files: Option<Sourced<i32>>,
+    /// Largest repository transfer and checkout, in bytes, the reconciler
+    /// accepts (`limits.maxRepoBytes`); absent when no PlatformDefaults sets
+    /// it, and the reconciler's own limit (100 MiB) applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciler_max_repo_bytes: Option<Sourced<i64>>,
 }
 
 /// What the operator provisioned for this FluxConfig's namespace.

@@ -205,12 +205,14 @@ pub struct Limits {
     #[validate(range(min = 1, max = 1000))]
     pub max_flux_configs_per_namespace: Option<i32>,
 
-    /// Largest repository checkout, in bytes, the reconciler accepts.
+    /// Largest repository transfer and checkout, in bytes, the team's
+    /// reconciler accepts (its `--max-repo-bytes`; 100 MiB when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[validate(range(min = 1))]
     pub max_repo_bytes: Option<i64>,
 
-    /// Most manifest files the reconciler reads from the configured path.
+    /// Most manifest files the team's reconciler reads from the configured
+    /// path (its `--max-files`; 2000 when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[validate(range(min = 1, max = 100_000))]
     pub max_files: Option<i32>,

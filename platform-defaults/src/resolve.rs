@@ -415,6 +415,10 @@ pub fn resolve(
             reconciler_image: sourced(image),
             reconciler_resources: resources.map(sourced),
             reconciler_cluster_role: sourced(cluster_role),
+            reconciler_max_files: layers.scalar(|s| s.limits.as_ref()?.max_files).map(sourced),
+            reconciler_max_repo_bytes: layers
+                .scalar(|s| s.limits.as_ref()?.max_repo_bytes)
+                .map(sourced),
         },
     })
 }

@@ -402,8 +402,20 @@ fn deployment_meets_the_restricted_pod_security_standard() {
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
     assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    // The platform's limits, each from the highest-priority PlatformDefaults
+    // setting it ("standard" sets maxFiles, "global" maxRepoBytes too).
     assert_eq!(
         container["args"],
+        serde_json::json!([
+            "reconcile",
+            "--namespace=team-a",
+            "--max-files=300",
+            "--max-repo-bytes=52428800"
+        ])
+    );
+    // Without limits, the reconciler's own defaults apply.
+    assert_eq!(
+        deployment(&rendered("minimal"))["spec"]["template"]["spec"]["containers"][0]["args"],
         serde_json::json!(["reconcile", "--namespace=team-a"])
     );
     assert_eq!(container["env"][0]["name"], "FLUXGATE_FLUXCONFIGS");

@@ -140,14 +140,15 @@ pub struct CommonArgs {
     #[arg(long, env = "FLUXGATE_WORK_DIR", default_value = "/tmp/fluxgate")]
     pub work_dir: PathBuf,
 
-    /// Most manifest files read from a FluxConfig's path. The platform's
-    /// `limits.maxFiles` is not visible to the reconciler (PlatformDefaults
-    /// are cluster-scoped), so it defaults to 2000.
+    /// Most manifest files read from a FluxConfig's path. The operator sets
+    /// it from the platform's `limits.maxFiles`; 2000 when no
+    /// PlatformDefaults sets one.
     #[arg(long, env = "FLUXGATE_MAX_FILES", default_value_t = DEFAULT_MAX_FILES)]
     pub max_files: usize,
 
-    /// Largest repository transfer and checkout, in bytes (the platform's
-    /// `limits.maxRepoBytes`; defaults to 100 MiB for the same reason).
+    /// Largest repository transfer and checkout, in bytes. The operator
+    /// sets it from the platform's `limits.maxRepoBytes`; 100 MiB when no
+    /// PlatformDefaults sets one.
     #[arg(long, env = "FLUXGATE_MAX_REPO_BYTES", default_value_t = DEFAULT_MAX_BYTES)]
     pub max_repo_bytes: u64,
 

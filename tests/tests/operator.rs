@@ -778,13 +778,15 @@ async fn platform_defaults_changes_roll_out_and_revoke() {
     wait_condition(&admin, &a, "web", conditions::PROVISIONED, "True").await;
     wait_condition(&admin, &b, "web", conditions::PROVISIONED, "True").await;
 
-    // A new reconciler image rolls out to every team.
+    // A new reconciler image and the platform's file and size limits roll
+    // out to every team: the limits become the reconciler's flags and show
+    // in the effective configuration.
     apply_defaults(
         &admin,
         &defaults(
             &tenant,
             "registry.corp.example/fluxgate/reconciler:v2",
-            json!({}),
+            json!({"limits": {"minInterval": "1m", "maxFiles": 300, "maxRepoBytes": 1_048_576}}),
         ),
     )
     .await;
@@ -794,10 +796,29 @@ async fn platform_defaults_changes_roll_out_and_revoke() {
             let d = deployments.clone();
             async move {
                 let dep = d.get("fluxgate-reconciler").await.ok()?;
-                let image = dep.spec.template.spec?.containers.first()?.image.clone()?;
-                (image.ends_with(":v2")).then_some(())
+                let container = dep.spec.template.spec?.containers.into_iter().next()?;
+                let args = container.args.unwrap_or_default();
+                (container.image?.ends_with(":v2")
+                    && args.contains(&"--max-files=300".to_owned())
+                    && args.contains(&"--max-repo-bytes=1048576".to_owned()))
+                .then_some(())
             }
         })
+        .await;
+        let fcs: Api<FluxConfig> = Api::namespaced(admin.clone(), ns);
+        eventually(
+            &format!("{ns} shows the limits"),
+            Duration::from_secs(20),
+            || {
+                let fcs = fcs.clone();
+                async move {
+                    let effective = fcs.get("web").await.ok()?.status?.effective?;
+                    (effective.reconciler_max_files.map(|l| l.value) == Some(300)
+                        && effective.reconciler_max_repo_bytes.map(|l| l.value) == Some(1_048_576))
+                    .then_some(())
+                }
+            },
+        )
         .await;
     }
 

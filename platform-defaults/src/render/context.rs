@@ -138,6 +138,39 @@ pub(super) fn prepare(input: &NamespaceBundleInput<'_>) -> Result<Prepared, Rend
             "the effective reconciler ClusterRole is empty",
         ));
     }
+    // The platform's limits become the reconciler's flags; unset, its own
+    // defaults apply. The schema allows only positive values; a reconciler
+    // would refuse to start on any other, so refuse to render it.
+    let mut args = vec!["reconcile".to_owned(), format!("--namespace={namespace}")];
+    for (flag, limit) in [
+        (
+            "max-files",
+            effective
+                .reconciler_max_files
+                .as_ref()
+                .map(|l| i64::from(l.value)),
+        ),
+        (
+            "max-repo-bytes",
+            effective
+                .reconciler_max_repo_bytes
+                .as_ref()
+                .map(|l| l.value),
+        ),
+    ] {
+        match limit {
+            None => {}
+            Some(value) if value > 0 => args.push(format!("--{flag}={value}")),
+            Some(value) => {
+                return Err(invalid(
+                    namespace,
+                    format!(
+                        "the effective reconciler limit {flag} is {value}; it must be positive"
+                    ),
+                ));
+            }
+        }
+    }
 
     // Target namespaces: sorted, once each, never protected.
     let targets: BTreeSet<String> = target_namespaces.iter().cloned().collect();
@@ -260,7 +293,7 @@ pub(super) fn prepare(input: &NamespaceBundleInput<'_>) -> Result<Prepared, Rend
         "network_policy": network_policy,
         "reconciler": {
             "image": image,
-            "args": ["reconcile", format!("--namespace={namespace}")],
+            "args": args,
             "resources": resources,
             "admin_port": ADMIN_PORT,
         },
