@@ -238,13 +238,6 @@ fn review_flux_config(
         Ok(fc) => fc,
         Err(err) => return Decision::bad_request(format!("{label}: cannot be read: {err}")),
     };
-    // An unreadable old object gives no credit: every violation counts as
-    // introduced.
-    let old_fc = old.and_then(|old| read_flux_config(old, &name).ok());
-    if old_fc.as_ref().is_some_and(|old_fc| old_fc.spec == fc.spec) {
-        return Decision::allow();
-    }
-
     // The API server admits objects only into existing namespaces, so an
     // unknown one is a namespace created an instant ago that the watch has
     // not delivered yet (the HTTP layer waits a moment for it first). Its
@@ -269,6 +262,14 @@ fn review_flux_config(
     let Err(violations) = resolve(&fc, &layers, facts) else {
         return Decision::allow();
     };
+    // Only a violation makes the old object matter (read it no sooner: this
+    // is the request path). One whose spec is the same in all but form is a
+    // metadata-only change, never denied. An unreadable old object gives no
+    // credit: every violation counts as introduced.
+    let old_fc = old.and_then(|old| read_flux_config(old, &name).ok());
+    if old_fc.as_ref().is_some_and(|old_fc| old_fc.spec == fc.spec) {
+        return Decision::allow();
+    }
     let before = old_fc.and_then(|old_fc| resolve(&old_fc, &layers, facts).err());
     let (introduced, existing) = split(violations, before.as_ref());
     let warnings: Vec<String> = existing
