@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
 use axum::body::Body;
 use fluxgate_admission_webhook::{
@@ -23,7 +24,9 @@ use http::{Request, StatusCode, header};
 use http_body_util::BodyExt as _;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionResponse, AdmissionReview};
+use proptest::prelude::*;
 use serde::Deserialize;
+use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 fn data(name: &str) -> PathBuf {
@@ -196,6 +199,20 @@ async fn the_object_itself_does_not_count_towards_the_limit() {
 async fn allows_label_only_update_of_an_already_invalid_flux_config() {
     let response = review_fixture("fluxconfig-update-labels-of-invalid.json").await;
     assert!(response.allowed, "{response:?}");
+}
+
+/// The old spec differs from the new one only in form (a field the type
+/// does not know, as the API server would prune): still a metadata-only
+/// change, allowed without warnings although the object is invalid.
+#[tokio::test]
+async fn a_spec_equal_in_all_but_form_is_a_metadata_only_change() {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&fixture("fluxconfig-update-labels-of-invalid.json")).unwrap();
+    body["request"]["oldObject"]["spec"]["unknownField"] = serde_json::json!(1);
+    let (status, response) = post(state(), body.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(response.allowed, "{response:?}");
+    assert_eq!(response.warnings, None);
 }
 
 #[tokio::test]
@@ -665,4 +682,138 @@ async fn deep_managed_fields_are_skipped_and_the_spec_judged() {
         "{}",
         response.result.message
     );
+}
+
+// ---------------------------------------------------------------------------
+// Property tests against mangled AdmissionReviews: the fixtures above
+// truncated, with bytes replaced or inserted, or with one JSON value anywhere
+// in them swapped for a hostile one (deep nesting, huge or escaped strings,
+// wrong types, null). Whatever arrives, the router answers: an
+// `AdmissionReview` with a response, HTTP 200 (a decision, the request's
+// `uid` echoed) or a 400 naming what was wrong; never a panic, never an
+// empty denial.
+
+static HOSTILE_STATE: LazyLock<AppState> = LazyLock::new(state);
+
+/// Every AdmissionReview fixture, as bytes.
+static FIXTURES: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(data(""))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "snapshot.json"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 10, "{names:?}");
+    names.iter().map(|p| std::fs::read(p).unwrap()).collect()
+});
+
+/// One of the fixtures.
+fn any_fixture(which: &prop::sample::Index) -> &'static [u8] {
+    &FIXTURES[which.index(FIXTURES.len())]
+}
+
+/// Posts `body` from a synchronous proptest body.
+fn answer(body: Vec<u8>) -> (StatusCode, AdmissionReview<DynamicObject>) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(post_to(HOSTILE_STATE.clone(), validate_request(body)))
+}
+
+/// The checks every answer must pass, given the body that was sent.
+fn check(body: &[u8]) -> Result<(), TestCaseError> {
+    let (status, review) = answer(body.to_vec());
+    let response = review.response.expect("an answer has a response");
+    prop_assert!(
+        [StatusCode::OK, StatusCode::BAD_REQUEST].contains(&status),
+        "status {status}: {response:?}"
+    );
+    if !response.allowed {
+        prop_assert!(!response.result.message.is_empty(), "{response:?}");
+        prop_assert!(response.result.code >= 400, "{response:?}");
+    }
+    // A body whose request.uid can be read gets a decision for that uid.
+    let uid = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["request"]["uid"].as_str().map(str::to_owned));
+    if let Some(uid) = uid {
+        prop_assert_eq!(status, StatusCode::OK, "{:?}", response);
+        prop_assert_eq!(response.uid, uid);
+    }
+    Ok(())
+}
+
+/// A hostile JSON value.
+fn hostile_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<i64>().prop_map(Value::from),
+        any::<bool>().prop_map(Value::from),
+        ".{0,40}".prop_map(Value::from),
+        (1usize..300).prop_map(|n| Value::from("\\\"\u{0}\u{202e}é".repeat(n))),
+        (100usize..400).prop_map(|depth| {
+            let mut v = json!(1);
+            for _ in 0..depth {
+                v = json!({ "a": v });
+            }
+            v
+        }),
+        (1usize..50).prop_map(|n| Value::Array(vec![json!({"x": [1, "y"]}); n])),
+    ]
+}
+
+/// Replaces the `index`-th value of a pre-order walk of `root` with
+/// `with`.
+fn replace_nth(root: &mut Value, index: &mut usize, with: &Value) -> bool {
+    if *index == 0 {
+        *root = with.clone();
+        return true;
+    }
+    *index -= 1;
+    match root {
+        Value::Object(map) => map.values_mut().any(|v| replace_nth(v, index, with)),
+        Value::Array(items) => items.iter_mut().any(|v| replace_nth(v, index, with)),
+        _ => false,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_truncated_review_is_answered(which in any::<prop::sample::Index>(), at in any::<prop::sample::Index>()) {
+        let body = any_fixture(&which);
+        let cut = at.index(body.len());
+        check(&body[..cut])?;
+    }
+
+    #[test]
+    fn a_review_with_changed_bytes_is_answered(
+        which in any::<prop::sample::Index>(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), any::<bool>()), 1..8),
+    ) {
+        let mut body = any_fixture(&which).to_vec();
+        for (at, byte, insert) in edits {
+            let i = at.index(body.len());
+            if insert {
+                body.insert(i, byte);
+            } else {
+                body[i] = byte;
+            }
+        }
+        check(&body)?;
+    }
+
+    #[test]
+    fn a_review_with_a_hostile_value_anywhere_is_answered(
+        which in any::<prop::sample::Index>(),
+        at in 0usize..200,
+        with in hostile_value(),
+    ) {
+        let mut tree: Value = serde_json::from_slice(any_fixture(&which)).unwrap();
+        let mut index = at;
+        replace_nth(&mut tree, &mut index, &with);
+        check(&serde_json::to_vec(&tree).unwrap())?;
+    }
 }

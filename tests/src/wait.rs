@@ -17,7 +17,8 @@ pub const WAIT: Duration = Duration::from_secs(60);
 /// Pause between two polls.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Polls `check` until it gives `Some`; panics with `what` after `timeout`.
+/// Polls `check` until it gives `Some`; panics with `what` after `timeout`,
+/// and the tail of the control plane's logs when this binary runs one.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -28,7 +29,12 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        if Instant::now() >= deadline {
+            let logs = crate::testenv::shared_if_started()
+                .map(|cp| cp.logs_tail(20))
+                .unwrap_or_default();
+            panic!("timed out after {timeout:?} waiting for: {what}\n{logs}");
+        }
         tokio::time::sleep(POLL).await;
     }
 }

@@ -14,29 +14,12 @@ use std::time::{Duration, Instant};
 use fluxgate_crds::{FluxConfig, conditions};
 use fluxgate_e2e::journey::Journey;
 use fluxgate_e2e::testenv;
+use fluxgate_e2e::wait::eventually;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 async fn config_map(client: &Client, ns: &str, name: &str) -> Option<ConfigMap> {
     Api::<ConfigMap>::namespaced(client.clone(), ns)

@@ -17,6 +17,7 @@ use fluxgate_crds::conditions;
 use fluxgate_crds::{FluxConfig, PlatformDefaults};
 use fluxgate_e2e::stack;
 use fluxgate_e2e::testenv::{self, ControlPlane};
+use fluxgate_e2e::wait::eventually;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -129,28 +130,6 @@ fn operator() -> &'static Operator {
             metrics: rx.recv_timeout(Duration::from_secs(120)).unwrap(),
         }
     })
-}
-
-/// Polls `check` until it returns `Some`, or fails after `timeout` with
-/// `what`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for: {what}\n{}",
-                control_plane().logs_tail(20)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// A team namespace labelled for this test's PlatformDefaults.

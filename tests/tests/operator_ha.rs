@@ -23,6 +23,7 @@ use fluxgate_crds::conditions;
 use fluxgate_crds::{FluxConfig, PlatformDefaults};
 use fluxgate_e2e::stack;
 use fluxgate_e2e::testenv::{self, ControlPlane};
+use fluxgate_e2e::wait::eventually;
 use fluxgate_operator::Handle;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -230,26 +231,6 @@ impl Drop for Replica {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for: {what}\n{}",
-                control_plane().logs_tail(20)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

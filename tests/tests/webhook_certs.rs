@@ -409,19 +409,12 @@ async fn start_replicas(env: &Env) -> Vec<Replica> {
     replicas
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    fluxgate_e2e::wait::eventually(what, WAIT, check).await
 }
 
 fn dry_run() -> PostParams {

@@ -749,12 +749,19 @@ impl Probe {
 /// It is never dropped (statics are not); its components stop and its
 /// directory is removed when the test process exits.
 pub fn shared() -> Result<&'static ControlPlane, Error> {
-    static SHARED: OnceLock<Result<ControlPlane, Arc<Error>>> = OnceLock::new();
     match SHARED.get_or_init(|| ControlPlane::start().map_err(Arc::new)) {
         Ok(control_plane) => Ok(control_plane),
         Err(err) => Err(Error::Shared(Arc::clone(err))),
     }
 }
+
+/// The shared control plane if this test binary has started it (for
+/// diagnostics: never starts one).
+pub fn shared_if_started() -> Option<&'static ControlPlane> {
+    SHARED.get()?.as_ref().ok()
+}
+
+static SHARED: OnceLock<Result<ControlPlane, Arc<Error>>> = OnceLock::new();
 
 /// A token for ServiceAccount `namespace/name` from the TokenRequest API
 /// (valid for an hour, audience: the apiserver).
